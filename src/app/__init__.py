@@ -1,0 +1,1 @@
+"""The sample application whose schema kubemigrate migrates."""

@@ -1,0 +1,260 @@
+"""The embedded PostgreSQL: the server the `pgserver` package ships, in a project directory.
+
+With target `local` and no database URL, the tasks run against this server. It is created on
+first use (`initdb`), started on demand (`pg_ctl start`), reused by later runs, and stopped only
+when asked (`inv dev.db --stop`). It listens on 127.0.0.1 on a free port and on a Unix socket
+in its data directory; its `postmaster.pid` file is the single record of where it runs.
+
+PostgreSQL refuses to run as root, so under root (containers, CI) the server runs as the system
+user `pgserver`, the same user the pgserver package itself uses, created if missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+
+from kubemigrate.errors import EmbeddedDatabaseError
+
+SUPERUSER = "postgres"
+SERVER_USER_WHEN_ROOT = "pgserver"
+SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; keep room for "/.s.PGSQL.NNNNN"
+START_TIMEOUT = 60
+
+
+def bin_dir() -> Path:
+    """Directory of the PostgreSQL programs shipped by `pgserver` (found without importing it)."""
+    spec = find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedDatabaseError(
+            "the pgserver package is not installed: run `uv sync` to install kubemigrate's "
+            "dependencies"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def program(name: str) -> str:
+    """Full path of one of the shipped PostgreSQL programs (psql, pg_dump, pg_restore...)."""
+    return str(bin_dir() / name)
+
+
+@dataclass(frozen=True)
+class Status:
+    """What `postmaster.pid` says, checked against the live process."""
+
+    running: bool
+    pid: int | None = None
+    port: int | None = None
+    socket_dir: str | None = None
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server in `data_dir`, created and started on demand."""
+
+    def __init__(self, data_dir: Path, *, host_auth: str = "trust") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host_auth = host_auth
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").is_file()
+
+    def status(self) -> Status:
+        """Whether the server runs, with its pid and port."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4]
+        except (OSError, IndexError, ValueError):
+            return Status(running=False)
+        if not _alive(pid):
+            return Status(running=False)
+        return Status(running=True, pid=pid, port=port, socket_dir=socket_dir)
+
+    def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
+        """The URL of `database` on the running server (no password: local trust)."""
+        status = self.status()
+        if not status.running:
+            raise EmbeddedDatabaseError(
+                f"the embedded PostgreSQL in {self.data_dir} is not running"
+            )
+        return f"postgresql+psycopg2://{user}@127.0.0.1:{status.port}/{database}"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Status:
+        """Create the data directory if needed and start the server unless it already runs."""
+        status = self.status()
+        if status.running:
+            return status
+        if not self.initialized:
+            self._initdb()
+        self._pg_ctl(
+            "start",
+            "-w",
+            "-t",
+            str(START_TIMEOUT),
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-o",
+            f"-p {_free_port()}",
+        )
+        status = self.status()
+        if not status.running:
+            raise EmbeddedDatabaseError(
+                f"the embedded PostgreSQL did not start; see {self.data_dir / 'server.log'}"
+            )
+        return status
+
+    def stop(self) -> bool:
+        """Stop the server (fast shutdown). True if it was running."""
+        if not self.status().running:
+            return False
+        self._pg_ctl("stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT))
+        return True
+
+    def ensure_database(self, name: str) -> None:
+        """Create database `name` if it does not exist."""
+        import psycopg2
+        from psycopg2 import sql
+
+        conn = psycopg2.connect(self.url("postgres").replace("+psycopg2", ""), connect_timeout=10)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        finally:
+            conn.close()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _initdb(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        self._hand_over(self.data_dir)
+        self._run(
+            program("initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--no-instructions",
+            "--auth-local=trust",
+            f"--auth-host={self.host_auth}",
+        )
+        socket_dir = self._socket_dir()
+        with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write(
+                "\n# written by kubemigrate\n"
+                "listen_addresses = '127.0.0.1'\n"
+                f"unix_socket_directories = '{socket_dir}'\n"
+                "fsync = off\n"  # a development server: speed over crash safety
+                "full_page_writes = off\n"
+            )
+
+    def _socket_dir(self) -> str:
+        if len(str(self.data_dir)) < SOCKET_PATH_LIMIT - 20:
+            return str(self.data_dir)
+        return ""  # too long for a Unix socket path: TCP only
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(program("pg_ctl"), "-D", str(self.data_dir), *args, new_session=True)
+
+    def _run(self, *argv: str, new_session: bool = False) -> None:
+        # start_new_session keeps the server out of the terminal's process group, so a Ctrl-C
+        # meant for the task does not shut the database down.
+        # Under root, drop the root group too: with gid 0 the directories' group bits, not the
+        # search bit granted to others, would decide what the server may reach.
+        user = _server_user()
+        try:
+            subprocess.run(
+                argv,
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=START_TIMEOUT + 10,
+                start_new_session=new_session,
+                cwd=self.data_dir.parent,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+            )
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+            last = detail[-1] if detail else f"exit code {exc.returncode}"
+            raise EmbeddedDatabaseError(
+                f"{Path(argv[0]).name} failed for the embedded PostgreSQL in {self.data_dir}: "
+                f"{last}"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise EmbeddedDatabaseError(
+                f"{Path(argv[0]).name} timed out for the embedded PostgreSQL in {self.data_dir}; "
+                f"see {self.data_dir / 'server.log'}"
+            ) from None
+
+    def _hand_over(self, path: Path) -> None:
+        """Under root, let the server user own the data directory and reach the programs."""
+        user = _server_user()
+        if user is None:
+            return
+        shutil.chown(path, user=user, group=user)
+        for target in (path, bin_dir()):
+            _make_traversable(target)
+
+
+def _server_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam(SERVER_USER_WHEN_ROOT)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_USER_WHEN_ROOT,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return SERVER_USER_WHEN_ROOT
+
+
+def _make_traversable(path: Path) -> None:
+    """Give others search permission on every parent of `path` (root only; e.g. /root)."""
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -1,0 +1,278 @@
+"""Alembic's commands, run against the configured database.
+
+One function per command, each a thin call of `alembic.command`, in the manner of
+Flask-Migrate. Online commands open one connection and hand it to env.py through
+`config.attributes["connection"]`, so the URL (and its password) never passes through
+alembic.ini. Offline (`sql=True`) commands need no database: the SQL goes to standard output
+and every status line to standard error, so `inv db.upgrade --sql > plan.sql` is clean.
+
+Alembic's and the driver's errors become `MigrationError` / `DatabaseError` with one line
+saying what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from kubemigrate.errors import DatabaseError, MigrationError, SettingsError
+from kubemigrate.settings import Settings
+from kubemigrate.target import connect, database, driver_message
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import Script, ScriptDirectory
+    from sqlalchemy import Connection
+
+LOG_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"
+# Alembic's set-up notes, not progress: kept out of the task's output.
+QUIET_LOGGERS = ("alembic.runtime.plugins", "alembic.ddl.postgresql")
+
+
+def configure_logging(stream: TextIO | None = None) -> None:
+    """Send Alembic's progress lines to standard error (once per process)."""
+    logger = logging.getLogger("alembic")
+    if any(getattr(h, "kubemigrate", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.kubemigrate = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for chatty in QUIET_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
+def alembic_config(settings: Settings, *, stdout: TextIO | None = None) -> Config:
+    """Alembic's Config for the project, without a URL and without its own logging setup."""
+    from alembic.config import Config
+
+    ini = settings.path(settings.alembic_ini)
+    if not ini.is_file():
+        raise SettingsError(
+            f"no Alembic configuration at {ini}: run kubemigrate from the project directory "
+            "or set KUBEMIGRATE_MIGRATIONS_CONFIG"
+        )
+    config = Config(str(ini), stdout=stdout or sys.stdout)
+    config.attributes["configure_logger"] = False
+    script_location = Path(config.get_main_option("script_location") or "")
+    if not (script_location / "env.py").is_file():
+        raise SettingsError(
+            f"no migrations directory at {script_location} (named by script_location in "
+            f"{ini.name}); create it with `alembic init` or fix the path"
+        )
+    return config
+
+
+def scripts(config: Config) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(config)
+
+
+@contextmanager
+def _alembic_errors() -> Iterator[None]:
+    """Turn Alembic's and the driver's exceptions into one-line user errors."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise MigrationError(_advice(str(exc))) from None
+    except DBAPIError as exc:
+        raise DatabaseError(
+            f"the database refused a migration statement: {driver_message(exc)}; "
+            "the failed migration's transaction was rolled back"
+        ) from None
+
+
+def _advice(message: str) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "Alembic failed"
+    if "Multiple head revisions" in first or "multiple heads" in first.lower():
+        return (
+            "the migrations have several heads; merge them with `inv db.merge` "
+            "(or name one head explicitly)"
+        )
+    if first.startswith("Relative revision"):
+        return (
+            f"{first}: the database has fewer migrations applied than that; "
+            "`inv db.current` shows where it is"
+        )
+    if "Can't locate revision" in first or "No such revision" in first:
+        return f"{first.rstrip('.')}; `inv db.history` lists the known revisions"
+    return first
+
+
+@contextmanager
+def _online(settings: Settings, stdout: TextIO | None = None) -> Iterator[Config]:
+    """A Config carrying a live connection to the configured database."""
+    config = alembic_config(settings, stdout=stdout)
+    with connect(database(settings)) as connection, _alembic_errors():
+        config.attributes["connection"] = connection
+        yield config
+
+
+def _offline(settings: Settings) -> Config:
+    config = alembic_config(settings)
+    config.attributes["url"] = "postgresql+psycopg2://"
+    return config
+
+
+def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> None:
+    """Upgrade to `revision`; with `sql`, print the SQL instead of running it."""
+    from alembic import command
+
+    if sql:
+        with _alembic_errors():
+            command.upgrade(_offline(settings), revision, sql=True)
+        return
+    with _online(settings) as config:
+        command.upgrade(config, revision)
+
+
+def downgrade(settings: Settings, revision: str, *, sql: bool = False) -> None:
+    """Downgrade to `revision` (`-1`, an id, or `base`); `sql` needs a `FROM:TO` range."""
+    from alembic import command
+
+    if sql:
+        if ":" not in revision:
+            raise MigrationError(
+                "an offline downgrade needs a range, e.g. `inv db.downgrade head:-1 --sql` "
+                "or `inv db.downgrade <from>:<to> --sql`"
+            )
+        with _alembic_errors():
+            command.downgrade(_offline(settings), revision, sql=True)
+        return
+    with _online(settings) as config:
+        command.downgrade(config, revision)
+
+
+def stamp(settings: Settings, revision: str, *, sql: bool = False, purge: bool = False) -> None:
+    """Record `revision` as the database's revision without running migrations."""
+    from alembic import command
+
+    if sql:
+        with _alembic_errors():
+            command.stamp(_offline(settings), revision, sql=True, purge=purge)
+        return
+    with _online(settings) as config:
+        command.stamp(config, revision, purge=purge)
+
+
+def current(settings: Settings, *, verbose: bool = False) -> None:
+    """Print the database's revision, marked `(head)` when it is at a head."""
+    from alembic import command
+
+    with _online(settings) as config:
+        command.current(config, verbose=verbose)
+
+
+def current_heads(connection: Connection) -> tuple[str, ...]:
+    """The revisions recorded in the database's alembic_version table."""
+    from alembic.runtime.migration import MigrationContext
+
+    return tuple(MigrationContext.configure(connection).get_current_heads())
+
+
+def history(settings: Settings, *, verbose: bool = False, rev_range: str | None = None) -> None:
+    """Print the migrations, newest first."""
+    from alembic import command
+
+    with _alembic_errors():
+        command.history(alembic_config(settings), rev_range=rev_range, verbose=verbose)
+
+
+def heads(settings: Settings, *, verbose: bool = False) -> None:
+    """Print the head revisions of the migrations."""
+    from alembic import command
+
+    with _alembic_errors():
+        command.heads(alembic_config(settings), verbose=verbose)
+
+
+def show(settings: Settings, revision: str) -> None:
+    """Print one revision."""
+    from alembic import command
+
+    with _alembic_errors():
+        command.show(alembic_config(settings), revision)
+
+
+def revision(settings: Settings, message: str, *, autogenerate: bool = True) -> list[Path]:
+    """Create a revision; autogenerated ones compare the models with the database at head."""
+    from alembic import command
+
+    if not autogenerate:
+        with _alembic_errors():
+            return _paths(command.revision(alembic_config(settings), message=message))
+    with _online(settings) as config:
+        _require_head(config)
+        return _paths(command.revision(config, message=message, autogenerate=True))
+
+
+def merge(settings: Settings, revisions: Sequence[str], message: str | None) -> list[Path]:
+    """Create a merge revision joining `revisions` (default: all heads)."""
+    from alembic import command
+
+    config = alembic_config(settings)
+    with _alembic_errors():
+        if len(scripts(config).get_heads()) < 2 and not revisions:
+            raise MigrationError("there is a single head: nothing to merge")
+        return _paths(command.merge(config, list(revisions) or "heads", message=message))
+
+
+def check(settings: Settings) -> None:
+    """Fail with the list of differences when the models and the migrations disagree."""
+    from alembic import command
+    from alembic.util.exc import AutogenerateDiffsDetected
+
+    with _online(settings) as config:
+        _require_head(config)
+        try:
+            command.check(config)
+        except AutogenerateDiffsDetected as exc:
+            raise MigrationError(
+                "the models and the migrations disagree; run `inv db.revision MESSAGE` to "
+                f"write a migration for: {_diffs(exc)}"
+            ) from None
+
+
+def _diffs(exc: Exception) -> str:
+    diffs = getattr(exc, "diffs", None)
+    if diffs:
+        return "; ".join(_describe(diff) for diff in diffs)
+    return str(exc).split(":", 1)[-1].strip()
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, tuple) and diff and isinstance(diff[0], str):
+        names = [getattr(part, "name", None) for part in diff[1:]]
+        named = [str(n) for n in names if n]
+        return " ".join([diff[0], *named])
+    if isinstance(diff, list):
+        return ", ".join(_describe(d) for d in diff)
+    return str(diff)
+
+
+def _require_head(config: Config) -> None:
+    connection = config.attributes["connection"]
+    wanted = set(scripts(config).get_heads())
+    have = set(current_heads(connection))
+    if have != wanted:
+        at = ", ".join(sorted(have)) or "base (empty)"
+        raise MigrationError(
+            f"the database is at {at}, not at head ({', '.join(sorted(wanted))}); "
+            "run `inv db.upgrade` first"
+        )
+    connection.rollback()  # end the read's implicit transaction before Alembic starts its own
+
+
+def _paths(result: Script | list[Script | None] | None) -> list[Path]:
+    items = result if isinstance(result, list) else [result]
+    return [Path(s.path) for s in items if s is not None]

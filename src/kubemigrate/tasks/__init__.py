@@ -1,0 +1,28 @@
+"""The invoke Collections: `db`, `dev`, and the short top-level names of the release steps.
+
+`inv migrate` is `inv db.upgrade` under the short name users chain
+(`inv backup migrate verify deploy`).
+"""
+
+from invoke import Collection, Task
+
+from kubemigrate.tasks import db, dev
+
+
+def short_name(original: Task, name: str) -> Task:
+    """The same task body and options under a top-level name (without the original's aliases)."""
+    return Task(
+        original.body,
+        name=name,
+        positional=original.positional,
+        optional=original.optional,
+        iterable=original.iterable,
+        incrementable=original.incrementable,
+        help=original.help,
+    )
+
+
+namespace = Collection()
+namespace.add_collection(db.ns)
+namespace.add_collection(dev.ns)
+namespace.add_task(short_name(db.upgrade, "migrate"))

@@ -1,0 +1,37 @@
+"""What every task module shares: loading settings and turning failures into exits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from invoke import Exit
+
+from kubemigrate.errors import KubemigrateError
+from kubemigrate.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_HELP = "Environment: reads .env.<ENV> (default: KUBEMIGRATE_ENV, else local)."
+
+
+def load(env: str | None, **options: Any) -> Settings:
+    """Settings for `--env`, with command-line options on top; Alembic logs to stderr."""
+    from kubemigrate.migrations import configure_logging
+
+    configure_logging()
+    return load_settings(env, options=options)
+
+
+def reports_errors(func: F) -> F:
+    """Expected failures end the task with their one-line message and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KubemigrateError as exc:
+            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]

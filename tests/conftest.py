@@ -1,0 +1,193 @@
+"""Shared fixtures: one real PostgreSQL for the session, a database per test, a project per test.
+
+The server is the one `pgserver` ships, run by kubemigrate's own `EmbeddedPostgres` with
+password authentication on 127.0.0.1, so tests exercise real credentials. Tasks run as a user
+types them: `python -m invoke ...` in a temporary copy of the project, with a clean
+environment (no KUBEMIGRATE_* or DATABASE_URL leaking in from the developer's shell).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+
+from kubemigrate.embedded import EmbeddedPostgres
+from kubemigrate.target import url_from_parts
+
+REPO = Path(__file__).resolve().parent.parent
+# Every character that has broken a URL, an ini file or a shell somewhere.
+PASSWORD = "p@ss:w/o%rd 'q\" #x"
+ROLE = "km_app"
+
+
+@dataclass(frozen=True)
+class Server:
+    """The session's PostgreSQL: admin access over its socket, app access with a password."""
+
+    embedded: EmbeddedPostgres
+    port: int
+
+    def execute(
+        self,
+        query: str | sql.Composable,
+        params: tuple[object, ...] = (),
+        database: str = "postgres",
+    ) -> list[tuple[object, ...]]:
+        """Run one statement as the superuser; the rows it returned."""
+        conn = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            password=ADMIN_PASSWORD,
+            dbname=database,
+        )
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if cur.description else []
+        finally:
+            conn.close()
+
+    def url(self, database: str, *, password: str = PASSWORD) -> str:
+        return url_from_parts(
+            host="127.0.0.1", port=self.port, user=ROLE, password=password, database=database
+        ).render_as_string(hide_password=False)
+
+
+ADMIN_PASSWORD = "admin-secret"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data = tmp_path_factory.mktemp("pg") / "data"
+    server = EmbeddedPostgres(data, host_auth="scram-sha-256")
+    server.start()
+    status = server.status()
+    assert status.port
+    # Local (socket) connections are trusted: set the superuser's password through one.
+    socket_conn = psycopg2.connect(
+        host=status.socket_dir, port=status.port, user="postgres", dbname="postgres"
+    )
+    socket_conn.autocommit = True
+    with socket_conn.cursor() as cur:
+        cur.execute("ALTER ROLE postgres PASSWORD %s", (ADMIN_PASSWORD,))
+        cur.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD %s").format(sql.Identifier(ROLE)),
+            (PASSWORD,),
+        )
+    socket_conn.close()
+    try:
+        yield Server(server, status.port)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database(pg_server: Server) -> Iterator[str]:
+    """A fresh, empty database owned by the app role; its name."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    pg_server.execute(
+        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(ROLE))
+    )
+    yield name
+    pg_server.execute(
+        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+    )
+
+
+@pytest.fixture
+def database_url(pg_server: Server, database: str) -> str:
+    return pg_server.url(database)
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+class Project:
+    """A copy of this repository's project files in a temporary directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        shutil.copy(REPO / "alembic.ini", root / "alembic.ini")
+        shutil.copy(REPO / "tasks.py", root / "tasks.py")
+        shutil.copytree(
+            REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        self.env: dict[str, str] = {}
+
+    def write_env(self, name: str, **values: str) -> None:
+        """Write `.env` (name "") or `.env.<name>`."""
+        path = self.root / (f".env.{name}" if name else ".env")
+        path.write_text("".join(f"{key}={_quote(value)}\n" for key, value in values.items()))
+
+    @property
+    def versions(self) -> Path:
+        return self.root / "migrations" / "versions"
+
+    def inv(self, *argv: str, timeout: float = 120, **env: str) -> Result:
+        """Run `inv ARGV...` in the project as a user would."""
+        return run(
+            [sys.executable, "-m", "invoke", *argv],
+            cwd=self.root,
+            env={**self.env, **env},
+            timeout=timeout,
+        )
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """os.environ without kubemigrate's settings, plus `extra`."""
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("KUBEMIGRATE_") and key != "DATABASE_URL"
+    }
+    return {**base, **extra}
+
+
+def run(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    timeout: float = 120,
+    input: bytes | None = None,
+) -> Result:
+    proc = subprocess.run(
+        argv, cwd=cwd, env=clean_environ(**env), capture_output=True, timeout=timeout, input=input
+    )
+    return Result(
+        proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+@pytest.fixture
+def project(tmp_path: Path, database_url: str) -> Project:
+    """A project whose `.env` points at the test's own database."""
+    (tmp_path / "project").mkdir()
+    proj = Project(tmp_path / "project")
+    proj.env["DATABASE_URL"] = database_url
+    return proj

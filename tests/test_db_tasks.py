@@ -1,0 +1,177 @@
+"""The db tasks end to end: `python -m invoke db.X` in a project copy, a real PostgreSQL, real
+Alembic. Every test has its own database, reached with a password full of URL-breaking
+characters, which must never be printed."""
+
+import re
+import shutil
+
+import pytest
+
+from tests.conftest import PASSWORD, ROLE, Project, Server
+
+pytestmark = pytest.mark.e2e
+
+HEAD = re.compile(r"^[0-9a-f]{12} \(head\)", re.MULTILINE)
+
+
+def assert_clean_failure(result, *expected: str) -> None:
+    """One readable line, a non-zero exit, no traceback, no password."""
+    assert result.code != 0, result.output
+    assert "Traceback" not in result.output, result.output
+    assert PASSWORD not in result.output
+    assert "p@ss" not in result.output
+    for text in expected:
+        assert text in result.output, result.output
+
+
+def tables(server: Server, database: str) -> set[str]:
+    rows = server.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'", database=database
+    )
+    return {str(row[0]) for row in rows}
+
+
+def test_upgrade_current_downgrade(project: Project, pg_server: Server, database: str) -> None:
+    result = project.inv("db.upgrade")
+    assert result.code == 0, result.output
+    assert "Running upgrade" in result.stderr
+    assert {"alembic_version", "user", "book"} <= tables(pg_server, database)
+
+    current = project.inv("db.current")
+    assert HEAD.search(current.stdout), current.output
+
+    down = project.inv("db.downgrade", "-1")
+    assert down.code == 0, down.output
+    assert tables(pg_server, database) == {"alembic_version"}
+    assert project.inv("db.current").stdout.strip() == ""
+
+    again = project.inv("migrate")  # the short top-level name
+    assert again.code == 0, again.output
+    assert HEAD.search(project.inv("db.current").stdout)
+    for result in (current, down, again):
+        assert PASSWORD not in result.output
+
+
+def test_history_heads_show(project: Project) -> None:
+    history = project.inv("db.history", "--verbose")
+    assert history.code == 0, history.output
+    assert "create user and book tables" in history.stdout
+    heads = project.inv("db.heads")
+    assert HEAD.search(heads.stdout), heads.output
+    show = project.inv("db.show", "head")
+    assert show.code == 0 and "Revision ID:" in show.stdout, show.output
+
+
+def test_sql_output_is_clean_and_needs_no_database(project: Project) -> None:
+    # A URL nobody listens on proves that no connection is attempted.
+    result = project.inv("db.upgrade", "--sql", DATABASE_URL="postgresql://u:p@127.0.0.1:9/x")
+    assert result.code == 0, result.output
+    assert result.stdout.lstrip().startswith("BEGIN;"), result.stdout[:200]
+    assert "CREATE TABLE" in result.stdout
+    assert "INFO" not in result.stdout
+    assert "Generating static SQL" in result.stderr
+    stamp = project.inv("db.stamp", "head", "--sql")
+    assert "INSERT INTO alembic_version" in stamp.stdout, stamp.output
+    down = project.inv("db.downgrade", "head:base", "--sql")
+    assert "DROP TABLE" in down.stdout, down.output
+    relative = project.inv("db.downgrade", "-1", "--sql")
+    assert_clean_failure(relative, "needs a range")
+
+
+def test_password_as_separate_setting(project: Project, pg_server: Server, database: str) -> None:
+    project.env.pop("DATABASE_URL")
+    project.write_env(
+        "",
+        KUBEMIGRATE_DB_HOST="127.0.0.1",
+        KUBEMIGRATE_DB_PORT=str(pg_server.port),
+        KUBEMIGRATE_DB_USER=ROLE,
+        KUBEMIGRATE_DB_PASSWORD=PASSWORD,
+        KUBEMIGRATE_DB_NAME=database,
+    )
+    result = project.inv("db.upgrade")
+    assert result.code == 0, result.output
+    assert PASSWORD not in result.output
+    assert "user" in tables(pg_server, database)
+
+
+def test_env_option_picks_the_environment_file(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    project.env.pop("DATABASE_URL")
+    project.write_env("staging", DATABASE_URL=pg_server.url(database))
+    assert project.inv("db.upgrade", "--env", "staging").code == 0
+    assert "user" in tables(pg_server, database)
+    unknown = project.inv("db.upgrade", "--env", "prod")
+    assert_clean_failure(unknown, "unknown environment 'prod'")
+
+
+def test_stamp(project: Project) -> None:
+    assert project.inv("db.upgrade").code == 0
+    assert project.inv("db.stamp", "base").code == 0
+    assert project.inv("db.current").stdout.strip() == ""
+
+
+def test_unreachable_database(project: Project, pg_server: Server, database: str) -> None:
+    url = pg_server.url(database).replace(f":{pg_server.port}/", ":9/")
+    result = project.inv("db.upgrade", DATABASE_URL=url)
+    assert_clean_failure(result, "error: cannot connect to", "127.0.0.1:9")
+
+
+def test_wrong_password(project: Project, pg_server: Server, database: str) -> None:
+    result = project.inv("db.current", DATABASE_URL=pg_server.url(database, password="nope:@%"))
+    assert_clean_failure(result, "password authentication failed")
+    assert "nope" not in result.output
+
+
+def test_unknown_revision_and_below_base(project: Project) -> None:
+    assert_clean_failure(project.inv("db.upgrade", "-r", "deadbeef"), "deadbeef", "inv db.history")
+    assert_clean_failure(project.inv("db.downgrade", "-1"), "fewer migrations applied")
+
+
+def test_missing_migrations_directory(project: Project) -> None:
+    shutil.rmtree(project.root / "migrations")
+    assert_clean_failure(project.inv("db.upgrade"), "no migrations directory")
+    (project.root / "alembic.ini").unlink()
+    assert_clean_failure(project.inv("db.history"), "no Alembic configuration")
+
+
+def branch_revision(project: Project, rev: str, parent: str) -> None:
+    (project.versions / f"{rev}_branch.py").write_text(
+        f'"""branch {rev}"""\n\nrevision = "{rev}"\ndown_revision = "{parent}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+    )
+
+
+def initial_revision(project: Project) -> str:
+    match = HEAD.search(project.inv("db.heads").stdout)
+    assert match
+    return match.group(0).split()[0]
+
+
+def test_multiple_heads_then_merge(project: Project) -> None:
+    root = initial_revision(project)
+    branch_revision(project, "aaaaaaaaaaaa", root)
+    branch_revision(project, "bbbbbbbbbbbb", root)
+    assert_clean_failure(project.inv("db.upgrade"), "several heads", "inv db.merge")
+
+    merged = project.inv("db.merge", "-m", "join branches")
+    assert merged.code == 0, merged.output
+    heads = project.inv("db.heads").stdout.strip().splitlines()
+    assert len(heads) == 1, heads
+    assert project.inv("db.upgrade").code == 0
+    assert HEAD.search(project.inv("db.current").stdout)
+    assert_clean_failure(project.inv("db.merge"), "single head")
+
+
+def test_revision_requires_head(project: Project) -> None:
+    result = project.inv("db.revision", "too early")
+    assert_clean_failure(result, "not at head", "inv db.upgrade")
+    assert len(list(project.versions.glob("*.py"))) == 1
+
+
+def test_empty_revision(project: Project) -> None:
+    result = project.inv("db.revision", "data fix", "--no-autogenerate")
+    assert result.code == 0, result.output
+    (written,) = project.versions.glob("*data_fix.py")
+    assert re.match(r"\d{8}_\d{4}_data_fix\.py", written.name)

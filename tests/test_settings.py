@@ -1,0 +1,132 @@
+"""Unit tests of settings: the order of sources, and errors that name setting and file."""
+
+from pathlib import Path
+
+import pytest
+
+from kubemigrate.errors import SettingsError
+from kubemigrate.settings import SETTINGS, load_settings
+from kubemigrate.target import parse_url, url_from_parts
+
+SECRET = "p@ss:w/o%rd 'q\" #x"
+
+
+def load(
+    tmp_path: Path, env: str | None = None, environ: dict[str, str] | None = None, **options: object
+):
+    return load_settings(env, project_dir=tmp_path, environ=environ or {}, options=options)
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load(tmp_path)
+    assert settings.environment == "local"
+    assert settings.target == "local"
+    assert settings.database_url is None
+    assert settings.namespace == "default"
+    assert settings.db_remote_port == 5432
+    assert settings.source("namespace") == "default"
+
+
+def test_later_sources_win(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "KUBEMIGRATE_NAMESPACE=from-env\nKUBEMIGRATE_DB_NAME=base\n"
+        "KUBEMIGRATE_DB_SERVICE=pg\nAPP_DEBUG=1\n"
+    )
+    (tmp_path / ".env.staging").write_text(
+        "KUBEMIGRATE_NAMESPACE=staging\nKUBEMIGRATE_DB_SERVICE=pg-staging\n"
+    )
+    settings = load(
+        tmp_path, "staging", {"KUBEMIGRATE_DB_SERVICE": "pg-process"}, namespace="from-option"
+    )
+    assert settings.environment == "staging"
+    assert settings.db_name == "base"
+    assert settings.source("db_name") == ".env"
+    assert settings.db_service == "pg-process"
+    assert settings.source("db_service") == "the environment"
+    assert settings.namespace == "from-option"
+    assert settings.source("namespace") == "option"
+
+
+def test_environment_chosen_by_variable_or_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KUBEMIGRATE_ENV=staging\n")
+    (tmp_path / ".env.staging").write_text("KUBEMIGRATE_TARGET=k8s\n")
+    (tmp_path / ".env.prod").write_text("KUBEMIGRATE_TARGET=external\n")
+    assert load(tmp_path).target == "k8s"
+    assert load(tmp_path, environ={"KUBEMIGRATE_ENV": "prod"}).target == "external"
+    assert load(tmp_path, "prod").environment == "prod"
+
+
+def test_unknown_environment(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"unknown environment 'prod'.*\.env\.prod"):
+        load(tmp_path, "prod")
+
+
+def test_unknown_setting_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KUBEMIGRATE_NAMESPAC=x\n")
+    with pytest.raises(SettingsError, match=r"unknown setting KUBEMIGRATE_NAMESPAC in \.env"):
+        load(tmp_path)
+    with pytest.raises(SettingsError, match="in the environment"):
+        load_settings(project_dir=tmp_path / "none", environ={"KUBEMIGRATE_TARGT": "k8s"})
+
+
+@pytest.mark.parametrize(
+    ("line", "pattern"),
+    [
+        ("KUBEMIGRATE_DB_PORT=fifty", r"KUBEMIGRATE_DB_PORT 'fifty' from \.env\.staging .*port"),
+        ("KUBEMIGRATE_TARGET=kube", r"KUBEMIGRATE_TARGET 'kube' from \.env\.staging.*k8s"),
+        ("KUBEMIGRATE_CONNECT_TIMEOUT=-1", r"KUBEMIGRATE_CONNECT_TIMEOUT .*positive"),
+    ],
+)
+def test_malformed_value_names_setting_and_file(tmp_path: Path, line: str, pattern: str) -> None:
+    (tmp_path / ".env.staging").write_text(line + "\n")
+    with pytest.raises(SettingsError, match=pattern):
+        load(tmp_path, "staging")
+
+
+def test_malformed_line_names_file_and_line_not_its_text(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "KUBEMIGRATE_DB_NAME=app\nDATABASE_URL='postgresql://u:hunter2\n"
+    )
+    with pytest.raises(SettingsError) as info:
+        load(tmp_path)
+    assert ".env, line 2" in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:
+    settings = load(
+        tmp_path,
+        environ={"KUBEMIGRATE_DB_PASSWORD": SECRET, "DATABASE_URL": f"postgresql://u:{SECRET}@h/d"},
+    )
+    assert SECRET not in repr(settings)
+    assert "***" in repr(settings)
+
+
+def test_quoted_password_in_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KUBEMIGRATE_DB_PASSWORD='p@ss:w/o%rd \\'q\" #x'\n")
+    assert load(tmp_path).db_password == SECRET
+
+
+def test_env_example_is_current() -> None:
+    """Every setting is documented; regenerate with scripts/write_env_example.py."""
+    from scripts.write_env_example import ROOT, env_example
+
+    assert (ROOT / ".env.example").read_text() == env_example()
+    for setting in SETTINGS:
+        assert f"# {setting.name}=" in env_example()
+
+
+def test_url_from_parts_keeps_any_password() -> None:
+    url = url_from_parts(host="127.0.0.1", port=5432, user="app", password=SECRET, database="d")
+    text = url.render_as_string(hide_password=False)
+    assert parse_url(text, "test").password == SECRET
+    assert SECRET not in url.render_as_string(hide_password=True)
+
+
+def test_parse_url_normalizes_and_refuses() -> None:
+    assert parse_url("postgres://u:p@h:1/d", "x").drivername == "postgresql+psycopg2"
+    with pytest.raises(SettingsError, match="PostgreSQL only"):
+        parse_url("mysql://u:p@h/d", "x")
+    with pytest.raises(SettingsError) as info:
+        parse_url("not a url hunter2", ".env")
+    assert "hunter2" not in str(info.value)
