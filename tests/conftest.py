@@ -191,3 +191,62 @@ def project(tmp_path: Path, database_url: str) -> Project:
     proj = Project(tmp_path / "project")
     proj.env["DATABASE_URL"] = database_url
     return proj
+
+
+SLOW_REVISION = '''\
+"""slow"""
+
+from alembic import op
+
+revision = "5105105105ab"
+down_revision = "{parent}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE half_done (id int)")
+    op.execute("SELECT pg_sleep(60)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE half_done")
+'''
+
+
+def add_slow_revision(project: Project) -> str:
+    """A migration that sleeps 60 s after a first change; returns the revision it follows."""
+    parent = project.inv("db.heads").stdout.split()[0]
+    (project.versions / "slow.py").write_text(SLOW_REVISION.format(parent=parent))
+    return parent
+
+
+def interrupt_during_slow_migration(project: Project, sig: int, *argv: str) -> Result:
+    """Start `inv db.upgrade ARGV`, send `sig` once the slow migration runs; the result."""
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "db.upgrade", *argv],
+        cwd=project.root,
+        env=clean_environ(**project.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    seen = ""
+    try:
+        while "5105105105ab, slow" not in seen:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "5105105105ab, slow" in seen, seen
+        time.sleep(0.3)  # let the migration reach its long statement
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return Result(proc.returncode, out, seen + err)

@@ -4,10 +4,19 @@ characters, which must never be printed."""
 
 import re
 import shutil
+import signal
+import time
 
 import pytest
 
-from tests.conftest import PASSWORD, ROLE, Project, Server
+from tests.conftest import (
+    PASSWORD,
+    ROLE,
+    Project,
+    Server,
+    add_slow_revision,
+    interrupt_during_slow_migration,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +184,20 @@ def test_empty_revision(project: Project) -> None:
     assert result.code == 0, result.output
     (written,) = project.versions.glob("*data_fix.py")
     assert re.match(r"\d{8}_\d{4}_data_fix\.py", written.name)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_rolls_back_the_running_migration(
+    project: Project, pg_server: Server, database: str, sig: int, code: int
+) -> None:
+    parent = add_slow_revision(project)
+    started = time.monotonic()
+    result = interrupt_during_slow_migration(project, sig)
+    assert time.monotonic() - started < 30  # the 60 s statement was cancelled, not awaited
+    assert result.code == code, result.output
+    assert "error: interrupted" in result.stderr
+    assert "Traceback" not in result.output
+    rows = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
+    assert rows == [(parent,)]
+    assert "half_done" not in tables(pg_server, database)
+    assert project.inv("db.upgrade", "-r", parent).code == 0

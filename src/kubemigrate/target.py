@@ -127,23 +127,32 @@ def database(settings: Settings) -> Database:
 
 
 def _resolve(settings: Settings, stack: ExitStack) -> Database:
+    url = _url(settings, stack)
+    return Database(
+        url=url, environment=settings.environment, connect_timeout=settings.connect_timeout
+    )
+
+
+def _url(settings: Settings, stack: ExitStack) -> URL:
+    if settings.target == "k8s":
+        from kubemigrate.cluster import tunnelled_url
+
+        return tunnelled_url(settings, stack)
     if settings.database_url:
-        url = parse_url(settings.database_url, settings.source("database_url"))
-    elif settings.db_host:
-        url = url_from_parts(
+        return parse_url(settings.database_url, settings.source("database_url"))
+    if settings.db_host:
+        return url_from_parts(
             host=settings.db_host,
             port=settings.db_port,
             user=settings.db_user,
             password=settings.db_password,
             database=settings.db_name,
         )
-    elif settings.target == "local":
-        url = _embedded_url(settings)
-    else:
-        url = _cluster_url(settings, stack)
-    return Database(
-        url=url, environment=settings.environment, connect_timeout=settings.connect_timeout
-    )
+    if settings.target == "local":
+        return _embedded_url(settings)
+    from kubemigrate.cluster import external_url
+
+    return external_url(settings)
 
 
 def _embedded_url(settings: Settings) -> URL:
@@ -164,18 +173,14 @@ def _embedded_url(settings: Settings) -> URL:
     return url
 
 
-def _cluster_url(settings: Settings, stack: ExitStack) -> URL:
-    raise SettingsError(
-        f"target {settings.target} needs DATABASE_URL or KUBEMIGRATE_DB_HOST "
-        f"(environment {settings.environment})"
-    )
-
-
 @contextmanager
 def connect(db: Database) -> Iterator[Connection]:
     """A connection to `db` (no pool); failing to connect is a `DatabaseError`."""
     import sqlalchemy as sa
 
+    from kubemigrate.interrupts import use_interruptible_waits
+
+    use_interruptible_waits(db.connect_timeout)
     engine = sa.create_engine(
         db.url,
         poolclass=sa.pool.NullPool,

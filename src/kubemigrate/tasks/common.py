@@ -18,8 +18,10 @@ ENV_HELP = "Environment: reads .env.<ENV> (default: KUBEMIGRATE_ENV, else local)
 
 def load(env: str | None, **options: Any) -> Settings:
     """Settings for `--env`, with command-line options on top; Alembic logs to stderr."""
+    from kubemigrate.interrupts import install_signal_handlers
     from kubemigrate.migrations import configure_logging
 
+    install_signal_handlers()
     configure_logging()
     return load_settings(env, options=options)
 
@@ -33,5 +35,11 @@ def reports_errors(func: F) -> F:
             return func(*args, **kwargs)
         except KubemigrateError as exc:
             raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        except KeyboardInterrupt as exc:
+            # SIGTERM arrives as Terminated (143); Ctrl-C as a plain KeyboardInterrupt (130).
+            code = getattr(exc, "exit_code", 130)
+            raise Exit(
+                "error: interrupted; the step in progress was rolled back", code=code
+            ) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,248 @@
+"""kubectl, through `sh`: Secrets, pods and services, with errors a user can act on.
+
+All cluster access is the user's own kubectl, so every kubeconfig, context and auth plugin
+works. `--context` and `--namespace` are always passed explicitly: when no context is
+configured, the kubeconfig's current context is read once and then named on every call, so one
+invocation never drifts between clusters.
+
+kubectl's failures are told apart by what it prints (its messages are stable across
+versions): a missing binary, an unreachable API server, refused credentials, a forbidden
+request, an unknown context, a missing namespace, Secret or key each get their own message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kubemigrate.errors import KubemigrateError
+
+if TYPE_CHECKING:
+    import sh
+
+    from kubemigrate.settings import Settings
+
+REQUEST_TIMEOUT = "20s"
+
+
+class KubectlError(KubemigrateError):
+    """kubectl could not do what was asked."""
+
+
+class NotFoundError(KubectlError):
+    """The API server answered NotFound."""
+
+
+@dataclass(frozen=True)
+class Kubectl:
+    """The user's kubectl, bound to one kubeconfig, context and namespace."""
+
+    binary: str = "kubectl"
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str = "default"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Kubectl:
+        """kubectl for the settings, with the context resolved to an explicit name."""
+        kubectl = cls(
+            settings.kubectl, settings.kubeconfig, settings.kube_context, settings.namespace
+        )
+        if kubectl.context is None:
+            return Kubectl(
+                kubectl.binary, kubectl.kubeconfig, kubectl.current_context(), kubectl.namespace
+            )
+        return kubectl
+
+    @property
+    def where(self) -> str:
+        return f"namespace {self.namespace!r} of context {self.context!r}"
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def command(self, *, namespaced: bool = True) -> sh.Command:
+        """`kubectl` with the kubeconfig, context and namespace baked in."""
+        import sh
+
+        try:
+            kubectl = sh.Command(self.binary)
+        except sh.CommandNotFound:
+            raise KubectlError(
+                f"kubectl not found: {self.binary!r} is not on PATH; install kubectl or set "
+                "KUBEMIGRATE_KUBECTL to its path"
+            ) from None
+        args: list[str] = []
+        if self.kubeconfig:
+            args += ["--kubeconfig", self.kubeconfig]
+        if self.context:
+            args += ["--context", self.context]
+        if namespaced:
+            args += ["--namespace", self.namespace]
+        return kubectl.bake(*args)
+
+    def run(self, *args: str, what: str, namespaced: bool = True) -> str:
+        """Run a short kubectl command and return its output; failures become KubectlError."""
+        import sh
+
+        try:
+            result = self.command(namespaced=namespaced)(
+                *args, f"--request-timeout={REQUEST_TIMEOUT}", _tty_out=False
+            )
+        except sh.ErrorReturnCode as exc:
+            raise self.error(exc.stderr.decode(errors="replace"), what) from None
+        return str(result)
+
+    def get(
+        self, kind: str, name: str | None = None, *, selector: str | None = None, what: str
+    ) -> dict[str, Any]:
+        """`kubectl get KIND [NAME] [-l SELECTOR] -o json`, parsed."""
+        args = ["get", kind, *([name] if name else []), "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        return dict(json.loads(self.run(*args, what=what)))
+
+    def current_context(self) -> str:
+        """The kubeconfig's current context, read once so later calls can name it."""
+        output = self.run(
+            "config", "current-context", what="read the current context", namespaced=False
+        )
+        return output.strip()
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def error(self, stderr: str, what: str) -> KubectlError:
+        """One message for kubectl's failure to `what`, told apart by its stderr."""
+        text = " ".join(stderr.split())
+        detail = _last_error(stderr)
+        context = self.context or "(current)"
+        if re.search(r'context "[^"]*" does not exist|context was not found', text):
+            return KubectlError(
+                f"kubeconfig has no context {context!r}; `kubectl config get-contexts` lists them"
+            )
+        if "Unable to connect to the server" in text or re.search(
+            r"connection refused|no such host|i/o timeout|dial tcp|TLS handshake timeout", text
+        ):
+            return KubectlError(
+                f"cannot reach the Kubernetes API server of context {context!r} to {what}: {detail}"
+            )
+        if "(Unauthorized)" in text or "You must be logged in" in text:
+            return KubectlError(
+                f"the cluster of context {context!r} refused kubectl's credentials: log in again "
+                "or check the kubeconfig"
+            )
+        if "(Forbidden)" in text:
+            return KubectlError(f"kubectl is not allowed to {what} in {self.where}: {detail}")
+        if "(NotFound)" in text:
+            return NotFoundError(f"cannot {what}: {detail} in {self.where}")
+        return KubectlError(f"kubectl failed to {what} in {self.where}: {detail}")
+
+    def require_namespace(self) -> None:
+        """Fail with a clear message when the namespace does not exist."""
+        try:
+            self.run(
+                "get",
+                "namespace",
+                self.namespace,
+                "-o",
+                "name",
+                what=f"read namespace {self.namespace!r}",
+                namespaced=False,
+            )
+        except NotFoundError:
+            raise KubectlError(
+                f"namespace {self.namespace!r} does not exist in context {self.context!r}; "
+                "check KUBEMIGRATE_NAMESPACE"
+            ) from None
+
+    # -- objects ---------------------------------------------------------------------------------
+
+    def secret(self, name: str) -> dict[str, str]:
+        """A Secret's data, base64-decoded, held in memory only."""
+        try:
+            secret = self.get("secret", name, what=f"read Secret {name!r}")
+        except NotFoundError:
+            self.require_namespace()
+            raise KubectlError(
+                f"Secret {name!r} does not exist in {self.where}; check KUBEMIGRATE_DB_SECRET"
+            ) from None
+        values: dict[str, str] = {}
+        for key, encoded in (secret.get("data") or {}).items():
+            try:
+                values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                raise KubectlError(
+                    f"Secret {name!r} key {key!r} is not base64-encoded UTF-8 text; fix the Secret"
+                ) from None
+        for key, text in (secret.get("stringData") or {}).items():
+            values.setdefault(key, str(text))
+        return values
+
+    def ready_pod(self, selector: str) -> str:
+        """The name of a Running, Ready pod matching `selector`."""
+        pods = self.get("pods", selector=selector, what=f"list pods matching {selector!r}").get(
+            "items", []
+        )
+        if not pods:
+            self.require_namespace()
+            raise KubectlError(f"no pod matches {selector!r} in {self.where}")
+        for pod in pods:
+            if is_ready(pod):
+                return str(pod["metadata"]["name"])
+        states = ", ".join(f"{p['metadata']['name']} {pod_state(p)}" for p in pods)
+        raise KubectlError(
+            f"no Ready pod matches {selector!r} in {self.where} ({states}); wait for the "
+            "database pod to become Ready"
+        )
+
+    def service_selector(self, name: str) -> str:
+        """The pod selector of Service `name`, as a label selector string."""
+        try:
+            service = self.get("service", name, what=f"read Service {name!r}")
+        except NotFoundError:
+            self.require_namespace()
+            raise KubectlError(
+                f"Service {name!r} does not exist in {self.where}; check KUBEMIGRATE_DB_SERVICE "
+                "or set KUBEMIGRATE_DB_SELECTOR"
+            ) from None
+        selector = service.get("spec", {}).get("selector") or {}
+        if not selector:
+            raise KubectlError(f"Service {name!r} has no pod selector; set KUBEMIGRATE_DB_SELECTOR")
+        return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status", {})
+    if status.get("phase") != "Running":
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
+    )
+
+
+def pod_state(pod: dict[str, Any]) -> str:
+    phase = pod.get("status", {}).get("phase", "Unknown")
+    return f"is {phase}, not Ready" if phase == "Running" else f"is {phase}"
+
+
+PLAIN_ERRORS = (
+    "error:",
+    "Error from server",
+    "Error in configuration",
+    "Error:",
+    "The connection to the server",
+    "Unable to connect to the server",
+)
+KLOG_PREFIX = re.compile(r"^[EFW]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] ")
+
+
+def _last_error(stderr: str) -> str:
+    """The line of kubectl's stderr that says what went wrong, without klog's prefix."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    plain = [line for line in lines if line.startswith(PLAIN_ERRORS)]
+    logged = [KLOG_PREFIX.sub("", line) for line in lines if KLOG_PREFIX.match(line)]
+    message = (plain or logged or lines or ["no error message"])[-1]
+    return message.removeprefix("error: ")
