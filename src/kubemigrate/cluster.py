@@ -105,9 +105,14 @@ def _forward_target(settings: Settings, kubectl: Kubectl) -> str:
     reported as such instead of as a tunnel that does not answer. Through the Service, kubectl
     maps the Service port to the pod's target port and prefers Ready pods itself.
     """
+    pod = database_pod(settings, kubectl)
+    return f"svc/{settings.db_service}" if not settings.db_selector else f"pod/{pod}"
+
+
+def database_pod(settings: Settings, kubectl: Kubectl) -> str:
+    """The name of a Ready database pod: by selector, else through the Service's selector."""
     if settings.db_selector:
-        return f"pod/{kubectl.ready_pod(settings.db_selector)}"
+        return kubectl.ready_pod(settings.db_selector)
     if not settings.db_service:
         raise SettingsError("target k8s needs KUBEMIGRATE_DB_SERVICE or KUBEMIGRATE_DB_SELECTOR")
-    kubectl.ready_pod(kubectl.service_selector(settings.db_service))
-    return f"svc/{settings.db_service}"
+    return kubectl.ready_pod(kubectl.service_selector(settings.db_service))

@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,25 +65,29 @@ class Kubectl:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def command(self, *, namespaced: bool = True) -> sh.Command:
-        """`kubectl` with the kubeconfig, context and namespace baked in."""
-        import sh
-
-        try:
-            kubectl = sh.Command(self.binary)
-        except sh.CommandNotFound:
+    def argv(self, *, namespaced: bool = True) -> list[str]:
+        """kubectl's path with the kubeconfig, context and namespace options."""
+        path = shutil.which(self.binary)
+        if path is None:
             raise KubectlError(
                 f"kubectl not found: {self.binary!r} is not on PATH; install kubectl or set "
                 "KUBEMIGRATE_KUBECTL to its path"
-            ) from None
-        args: list[str] = []
+            )
+        args = [path]
         if self.kubeconfig:
             args += ["--kubeconfig", self.kubeconfig]
         if self.context:
             args += ["--context", self.context]
         if namespaced:
             args += ["--namespace", self.namespace]
-        return kubectl.bake(*args)
+        return args
+
+    def command(self, *, namespaced: bool = True) -> sh.Command:
+        """`kubectl` as an sh command with the options of `argv` baked in."""
+        import sh
+
+        path, *args = self.argv(namespaced=namespaced)
+        return sh.Command(path).bake(*args)
 
     def run(self, *args: str, what: str, namespaced: bool = True) -> str:
         """Run a short kubectl command and return its output; failures become KubectlError."""

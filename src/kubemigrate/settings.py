@@ -50,6 +50,13 @@ def _seconds(value: str) -> float:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("negative")
+    return number
+
+
 def _target(value: str) -> str:
     if value not in TARGETS:
         raise ValueError(f"must be one of {', '.join(TARGETS)}")
@@ -237,6 +244,27 @@ SETTINGS: tuple[Setting, ...] = (
         "Key of the Secret holding the port, for the external target (optional).",
     ),
     Setting(
+        "KUBEMIGRATE_DB_CONTAINER",
+        "db_container",
+        "",
+        _optional,
+        "Container of the database pod in which pg_dump/pg_restore run; empty: the pod's default.",
+    ),
+    Setting(
+        "KUBEMIGRATE_BACKUP_DIR",
+        "backup_dir",
+        "backups",
+        _text,
+        "Directory of backups (relative to the project); files go to <dir>/<environment>/.",
+    ),
+    Setting(
+        "KUBEMIGRATE_BACKUP_KEEP",
+        "backup_keep",
+        "0",
+        _count,
+        "Keep only the newest N backups per environment and database (0: keep all).",
+    ),
+    Setting(
         "KUBEMIGRATE_TUNNEL_TIMEOUT",
         "tunnel_timeout",
         "30",
@@ -279,6 +307,9 @@ class Settings:
     secret_database_key: str
     secret_host_key: str
     secret_port_key: str
+    db_container: str | None
+    backup_dir: str
+    backup_keep: int
     tunnel_timeout: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -419,4 +450,6 @@ def _expected(setting: Setting) -> str:
         return "expected a port number (1-65535)"
     if setting.parse is _seconds:
         return "expected a positive number of seconds"
+    if setting.parse is _count:
+        return "expected a whole number, 0 or more"
     return "malformed value"

@@ -80,7 +80,7 @@ class PortForward:
             _out=self._on_out,
             _err=self._on_err,
             _new_session=True,
-            _preexec_fn=_die_with_parent,
+            _preexec_fn=die_with_parent,
             _done=lambda *_: self._ready.set(),
         )
         try:
@@ -159,7 +159,7 @@ def _wait(process: Any, timeout: float) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask the kernel to send SIGTERM when the parent dies (Linux only)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,21 @@ def load(env: str | None, **options: Any) -> Settings:
     install_signal_handlers()
     configure_logging()
     return load_settings(env, options=options)
+
+
+def confirmation(yes: bool) -> Callable[[str], bool]:
+    """Ask on the terminal; `--yes` answers for pipelines; no terminal and no --yes refuses."""
+
+    def confirm(question: str) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise KubemigrateError(
+                "this needs confirmation and there is no terminal to ask on; pass --yes"
+            )
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+    return confirm
 
 
 def reports_errors(func: F) -> F:

@@ -1,4 +1,4 @@
-"""Database migrations: Alembic's commands against the configured environment's database."""
+"""The database of the chosen environment: migrations, backups, restores and checks."""
 
 from invoke import Collection, Context, task
 
@@ -108,5 +108,15 @@ def check(c: Context, env: str | None = None) -> None:
 
 
 ns = Collection(
-    "db", upgrade, downgrade, current, history, heads, show, revision, merge, stamp, check
+    "db",
+    upgrade,
+    downgrade,
+    current,
+    history,
+    heads,
+    show,
+    revision,
+    merge,
+    stamp,
+    check,
 )

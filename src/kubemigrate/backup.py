@@ -1,0 +1,361 @@
+"""Backups with pg_dump, restores with pg_restore, and the list of what is kept.
+
+A backup is two files in `<backup dir>/<environment>/`:
+`<database>_<UTC timestamp>_<revision>.dump` (pg_dump's custom format) and a `.json` sidecar
+(environment, database, server version, Alembic revision, size, sha256, duration, which
+pg_dump). The dump is written under a temporary name and renamed only once pg_dump exited 0
+and `pg_restore --list` reads it, so an interrupted or failed dump never looks like a backup.
+
+For the bundled k8s target, pg_dump and pg_restore run inside the database pod through
+`kubectl exec` (their version matches the server's); otherwise the local pg_dump is used (the
+one pgserver ships, or one on PATH at least as new as the server).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubemigrate.errors import KubemigrateError
+from kubemigrate.pgclient import Client, local_binaries, major_version, stream
+from kubemigrate.settings import Settings
+from kubemigrate.target import Database, connect, database
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+TOOL = "kubemigrate"
+NAME = re.compile(r"^(?P<database>.+)_(?P<stamp>\d{8}T\d{6}\.\d{3}Z)_(?P<revision>[\w+-]+)\.dump$")
+STAMP = "%Y%m%dT%H%M%S.%fZ"  # trimmed to milliseconds: 20261124T143001.123Z
+
+
+class BackupError(KubemigrateError):
+    """A backup or restore could not be made or trusted."""
+
+
+@dataclass(frozen=True)
+class Backup:
+    """What the sidecar of a backup records."""
+
+    file: str
+    environment: str
+    database: str
+    server_version: str
+    revision: str
+    size: int
+    sha256: str
+    duration_seconds: float
+    created_at: str
+    dumped_by: str
+    tool: str = TOOL
+
+    def path(self, directory: Path) -> Path:
+        return directory / self.file
+
+    @classmethod
+    def read(cls, dump: Path) -> Backup:
+        """The sidecar of `dump`; BackupError if it is missing or not ours."""
+        sidecar = dump.with_suffix(".json")
+        try:
+            data = json.loads(sidecar.read_text())
+            backup = cls(**data)
+        except FileNotFoundError:
+            raise BackupError(
+                f"{dump} has no sidecar {sidecar.name}: it was not written by kubemigrate"
+            ) from None
+        except (ValueError, TypeError):
+            raise BackupError(f"{sidecar} is not a kubemigrate backup sidecar") from None
+        if backup.tool != TOOL:
+            raise BackupError(f"{sidecar} was not written by kubemigrate")
+        return backup
+
+
+# -- facts about the database ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    server_version: str
+    server_major: int
+    revision: str
+
+
+def facts(db: Database) -> DatabaseFacts:
+    """Server version and Alembic revision of `db`."""
+    from kubemigrate.migrations import current_heads
+
+    with connect(db) as connection:
+        version = str(connection.exec_driver_sql("SHOW server_version").scalar())
+        number = str(connection.exec_driver_sql("SHOW server_version_num").scalar())
+        heads = current_heads(connection)
+    return DatabaseFacts(version, major_version(number), "+".join(sorted(heads)) or "base")
+
+
+def client(settings: Settings, db: Database, server_major: int) -> tuple[Client, str]:
+    """Where pg_dump/pg_restore run for this target; a description for the user."""
+    if settings.target == "k8s":
+        from kubemigrate.cluster import database_pod
+        from kubemigrate.kube import Kubectl
+
+        kubectl = Kubectl.from_settings(settings)
+        pod = database_pod(settings, kubectl)
+        where = Client(db.url, kubectl=kubectl, pod=pod, container=settings.db_container)
+        return where, f"pg_dump in pod {pod}"
+    binaries, described = local_binaries(server_major)
+    return Client(db.url, binaries=binaries), described
+
+
+# -- backup --------------------------------------------------------------------------------------
+
+
+def backup_directory(settings: Settings, output: str | None = None) -> Path:
+    return (Path(output).resolve() if output else settings.path(settings.backup_dir)) / (
+        settings.environment
+    )
+
+
+def backup(
+    settings: Settings, *, output: str | None = None, progress: bool | None = None
+) -> Backup:
+    """Dump the database to a new backup file; retention applies afterwards."""
+    db = database(settings)
+    known = facts(db)
+    where, dumped_by = client(settings, db, known.server_major)
+    directory = backup_directory(settings, output)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = timestamp()
+    final = directory / f"{_safe(db.name)}_{stamp}_{known.revision}.dump"
+    partial = final.with_name(f".{final.name}.partial")
+    print(
+        f"Backing up {db.name} ({settings.environment}, revision {known.revision}) with "
+        f"{dumped_by} to {final}",
+        file=sys.stderr,
+    )
+
+    digest = hashlib.sha256()
+    started = time.monotonic()
+    meter = Progress(enabled=_show_progress() if progress is None else progress)
+    try:
+        with partial.open("wb") as out:
+
+            def sink(chunk: bytes) -> None:
+                out.write(chunk)
+                digest.update(chunk)
+                meter.add(len(chunk))
+
+            argv, env, stdin = where.command("pg_dump", "--format=custom")
+            transfer = stream(
+                argv, env, stdin_prefix=stdin, sink=sink, what=f"pg_dump {where.where}"
+            )
+        meter.done()
+        if transfer.bytes == 0:
+            raise BackupError("pg_dump wrote nothing; no backup was kept")
+        _check_archive(partial)
+        record = Backup(
+            file=final.name,
+            environment=settings.environment,
+            database=db.name,
+            server_version=known.server_version,
+            revision=known.revision,
+            size=transfer.bytes,
+            sha256=digest.hexdigest(),
+            duration_seconds=round(time.monotonic() - started, 3),
+            created_at=stamp,
+            dumped_by=dumped_by,
+        )
+        _write_sidecar(final, record)
+        partial.rename(final)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        final.with_suffix(".json").unlink(missing_ok=True)
+        raise
+    print(
+        f"Backup {final.name}: {size_text(record.size)}, sha256 {record.sha256[:12]}…, "
+        f"{record.duration_seconds:.1f}s",
+        file=sys.stderr,
+    )
+    for removed in retain(directory, db.name, settings.backup_keep):
+        print(
+            f"Removed old backup {removed.name} (KUBEMIGRATE_BACKUP_KEEP={settings.backup_keep})",
+            file=sys.stderr,
+        )
+    return record
+
+
+def timestamp() -> str:
+    """Now in UTC, to the millisecond, for file names that sort by time."""
+    text = datetime.now(UTC).strftime(STAMP)
+    return text[:-4] + "Z"  # drop the last three digits of the microseconds
+
+
+def _check_archive(path: Path) -> None:
+    """pg_restore must read the archive's table of contents."""
+    from kubemigrate.embedded import program
+
+    result = subprocess.run(
+        [program("pg_restore"), "--list", str(path)], capture_output=True, text=True, timeout=300
+    )
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["unreadable"])[-1]
+        raise BackupError(f"pg_restore cannot read the dump ({message}); no backup was kept")
+
+
+def _write_sidecar(dump: Path, record: Backup) -> None:
+    sidecar = dump.with_suffix(".json")
+    partial = sidecar.with_name(f".{sidecar.name}.partial")
+    partial.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    partial.rename(sidecar)
+
+
+def retain(directory: Path, database_name: str, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` backups of `database_name`; only files we wrote."""
+    if keep <= 0:
+        return []
+    ours = [b for b in list_backups(directory) if b.database == database_name]
+    removed = []
+    for old in sorted(ours, key=lambda b: b.created_at, reverse=True)[keep:]:
+        dump = old.path(directory)
+        dump.unlink(missing_ok=True)
+        dump.with_suffix(".json").unlink(missing_ok=True)
+        removed.append(dump)
+    return removed
+
+
+def list_backups(directory: Path) -> list[Backup]:
+    """The backups in `directory` whose sidecar says kubemigrate wrote them, oldest first."""
+    found = []
+    for dump in sorted(directory.glob("*.dump")) if directory.is_dir() else []:
+        if not NAME.match(dump.name):
+            continue
+        try:
+            found.append(Backup.read(dump))
+        except BackupError:
+            continue
+    return sorted(found, key=lambda b: b.created_at)
+
+
+# -- restore -------------------------------------------------------------------------------------
+
+
+def verify_file(path: Path) -> Backup:
+    """The sidecar of `path`, after checking the file's size and sha256 against it."""
+    if not path.is_file():
+        raise BackupError(f"no backup file at {path}")
+    record = Backup.read(path)
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    if size != record.size or digest.hexdigest() != record.sha256:
+        raise BackupError(
+            f"{path.name} does not match its sidecar (size or sha256 differ): the file is "
+            "corrupt or was changed; it will not be restored"
+        )
+    return record
+
+
+def restore(
+    settings: Settings, path: Path, *, confirm: Callable[[str], bool], force: bool = False
+) -> str:
+    """Replace the database's contents with backup `path`; the revision afterwards."""
+    record = verify_file(path)
+    db = database(settings)
+    if record.database != db.name and not force:
+        raise BackupError(
+            f"{path.name} is a backup of database {record.database!r}, not of {db.name!r}; "
+            "pass --force to restore it anyway"
+        )
+    known = facts(db)
+    question = (
+        f"Replace database {db.name!r} ({settings.environment}, now at revision "
+        f"{known.revision}) with {path.name} (taken {record.created_at} in "
+        f"{record.environment}, revision {record.revision})?"
+    )
+    if not confirm(question):
+        raise BackupError("restore cancelled; nothing was changed")
+    where, _ = client(settings, db, known.server_major)
+    argv, env, stdin = where.command(
+        "pg_restore",
+        "--clean",
+        "--if-exists",
+        "--single-transaction",
+        "--no-owner",
+        "--dbname",
+        db.name,
+    )
+    if where.kubectl is None:
+        argv.append(str(path))
+        stream(argv, env, what=f"pg_restore {where.where}")
+    else:
+        stream(argv, env, stdin_prefix=stdin, stdin_file=path, what=f"pg_restore {where.where}")
+    return facts(db).revision
+
+
+# -- presentation --------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line byte counter on standard error, at most ten updates a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = 0
+        self.started = time.monotonic()
+        self.shown = 0.0
+
+    def add(self, count: int) -> None:
+        self.total += count
+        now = time.monotonic()
+        if self.enabled and now - self.shown >= 0.1:
+            self.shown = now
+            rate = self.total / max(now - self.started, 1e-6)
+            sys.stderr.write(f"\r  {size_text(self.total)}  {size_text(int(rate))}/s   ")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+            sys.stderr.flush()
+
+
+def _show_progress() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def size_text(count: int) -> str:
+    """1234567 -> '1.2 MB'."""
+    value = float(count)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]", "_", name) or "database"
+
+
+def age(record: Backup) -> str:
+    """How long ago a backup was taken, e.g. '3h 12m'."""
+    taken = datetime.strptime(record.created_at, STAMP).replace(tzinfo=UTC)
+    seconds = int((datetime.now(UTC) - taken).total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m"

@@ -1,0 +1,245 @@
+"""Backups, restores and verification on a directly reached database (the local pg_dump from
+pgserver), end to end through the tasks. The k8s variants (pg_dump in the pod through kubectl
+exec) are in tests/test_k8s_release.py."""
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, Project, Server, clean_environ
+
+pytestmark = pytest.mark.e2e
+
+
+def seed(server: Server, database: str, users: int = 50) -> None:
+    server.execute(
+        'INSERT INTO "user" (email, name, created_at) '
+        "SELECT 'u' || i || '@example.com', 'user ' || i, now() FROM generate_series(1, %s) i",
+        (users,),
+        database=database,
+    )
+    server.execute(
+        "INSERT INTO book (title, author, owner_id) SELECT 't', 'a', id FROM \"user\"",
+        database=database,
+    )
+
+
+def counts(server: Server, database: str) -> tuple[object, ...]:
+    return server.execute(
+        'SELECT (SELECT count(*) FROM "user"), (SELECT count(*) FROM book)', database=database
+    )[0]
+
+
+def dumps(project: Project) -> list[Path]:
+    directory = project.root / "backups" / "local"
+    return sorted(directory.glob("*")) if directory.exists() else []
+
+
+def test_backup_restore_round_trip(project: Project, pg_server: Server, database: str) -> None:
+    assert project.inv("db.upgrade").code == 0
+    seed(pg_server, database)
+    before = counts(pg_server, database)
+
+    made = project.inv("backup")  # the short top-level name
+    assert made.code == 0, made.output
+    assert PASSWORD not in made.output
+    dump = Path(made.stdout.strip())
+    assert dump.parent == project.root / "backups" / "local"
+    sidecar = json.loads(dump.with_suffix(".json").read_text())
+    assert sidecar["database"] == database and sidecar["environment"] == "local"
+    assert sidecar["size"] == dump.stat().st_size and len(sidecar["sha256"]) == 64
+    assert sidecar["revision"] in dump.name and sidecar["server_version"].startswith("16")
+    assert "pg_dump" in sidecar["dumped_by"]
+    assert PASSWORD not in dump.with_suffix(".json").read_text()
+
+    pg_server.execute("DELETE FROM book", database=database)
+    pg_server.execute('DELETE FROM "user" WHERE id > 10', database=database)
+    assert counts(pg_server, database) != before
+
+    restored = project.inv("db.restore", str(dump), "--yes")
+    assert restored.code == 0, restored.output
+    assert "the database is at revision" in restored.stdout
+    assert counts(pg_server, database) == before
+
+    listing = project.inv("db.backups")
+    assert dump.name in listing.stdout and sidecar["revision"] in listing.stdout
+
+
+def test_restore_refuses_bad_files(project: Project, pg_server: Server, database: str) -> None:
+    assert project.inv("db.upgrade").code == 0
+    seed(pg_server, database, users=5)
+    dump = Path(project.inv("db.backup").stdout.strip())
+    before = counts(pg_server, database)
+
+    corrupt = dump.with_name("corrupt.dump")
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(data))
+    corrupt.with_suffix(".json").write_text(dump.with_suffix(".json").read_text())
+    result = project.inv("db.restore", str(corrupt), "--yes")
+    assert result.code == 1 and "does not match its sidecar" in result.stderr, result.output
+
+    empty = dump.with_name("empty.dump")
+    empty.write_bytes(b"")
+    assert "no sidecar" in project.inv("db.restore", str(empty), "--yes").stderr
+
+    missing = project.inv("db.restore", str(dump.with_name("nope.dump")), "--yes")
+    assert "no backup file" in missing.stderr
+
+    no_tty = project.inv("db.restore", str(dump))
+    assert no_tty.code == 1 and "pass --yes" in no_tty.stderr
+    assert counts(pg_server, database) == before
+
+
+def test_restore_refuses_a_backup_of_another_database(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    dump = Path(project.inv("db.backup").stdout.strip())
+    sidecar = dump.with_suffix(".json")
+    sidecar.write_text(sidecar.read_text().replace(f'"{database}"', '"billing"'))
+    result = project.inv("db.restore", str(dump), "--yes")
+    assert result.code == 1 and "backup of database 'billing'" in result.stderr
+    assert project.inv("db.restore", str(dump), "--yes", "--force").code == 0
+
+
+def test_retention_keeps_the_newest_and_only_touches_its_own(project: Project) -> None:
+    assert project.inv("db.upgrade").code == 0
+    foreign = project.root / "backups" / "local"
+    foreign.mkdir(parents=True)
+    (foreign / "app_manual.dump").write_text("not ours")
+    made = [
+        Path(project.inv("db.backup", KUBEMIGRATE_BACKUP_KEEP="2").stdout.strip()) for _ in range(3)
+    ]
+    left = sorted(p.name for p in foreign.glob("*.dump"))
+    assert left == sorted(["app_manual.dump", made[1].name, made[2].name])
+    assert not made[0].with_suffix(".json").exists()
+
+
+def pids_of(name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def hold_lock(project: Project, database_url: str) -> tuple[threading.Event, threading.Thread]:
+    """Lock table book exclusively until the event is set, so pg_dump waits inside."""
+    import psycopg2
+
+    release = threading.Event()
+    locked = threading.Event()
+
+    def holder() -> None:
+        conn = psycopg2.connect(database_url.replace("+psycopg2", ""))
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE book IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(60)
+        conn.rollback()
+        conn.close()
+
+    thread = threading.Thread(target=holder, daemon=True)
+    thread.start()
+    assert locked.wait(10)
+    return release, thread
+
+
+@pytest.mark.parametrize("how", ["interrupt the task", "kill pg_dump"])
+def test_a_dump_stopped_midway_leaves_no_backup(
+    project: Project, database_url: str, how: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    before_pg_dumps = set(pids_of("pg_dump"))
+    release, holder = hold_lock(project, database_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "db.backup"],
+        cwd=project.root,
+        env=clean_environ(**project.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (set(pids_of("pg_dump")) - before_pg_dumps) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (dumper,) = set(pids_of("pg_dump")) - before_pg_dumps
+        partials = list((project.root / "backups" / "local").glob(".*.partial"))
+        assert partials, "the dump should be in progress under a temporary name"
+        if how == "kill pg_dump":
+            import os
+
+            os.kill(dumper, signal.SIGKILL)
+        else:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        holder.join(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode in (1, 130), out + err
+    assert "Traceback" not in err
+    assert "pg_dump" in err if how == "kill pg_dump" else "interrupted" in err
+    assert dumps(project) == [], dumps(project)
+    assert not (set(pids_of("pg_dump")) - before_pg_dumps)
+
+
+def test_verify_passes_then_fails_each_check(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    ok = project.inv("db.verify")
+    assert ok.code == 0, ok.output
+    for name in ("reachable", "single head", "at head", "models match"):
+        assert f"{name}" in ok.stdout
+    data = json.loads(project.inv("verify", "--json").stdout)
+    assert data["passed"] is True and {c["result"] for c in data["checks"]} == {"ok"}
+
+    assert project.inv("db.downgrade", "-1").code == 0
+    behind = json.loads(project.inv("db.verify", "--json").stdout)
+    assert behind["passed"] is False
+    results = {c["name"]: c["result"] for c in behind["checks"]}
+    assert results["at head"] == "FAIL" and results["models match"] == "skip"
+
+    down = project.inv(
+        "db.verify", DATABASE_URL=pg_server.url(database).replace(f":{pg_server.port}/", ":9/")
+    )
+    assert down.code == 1 and "error: verification failed: reachable" in down.stderr
+    assert PASSWORD not in down.output
+
+    head = project.inv("db.heads").stdout.split()[0]
+    (project.versions / "branch.py").write_text(
+        f'revision = "cccccccccccc"\ndown_revision = "{head}"\nbranch_labels = None\n'
+        "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
+        "def downgrade() -> None:\n    pass\n"
+    )
+    (project.versions / "branch2.py").write_text(
+        f'revision = "dddddddddddd"\ndown_revision = "{head}"\nbranch_labels = None\n'
+        "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
+        "def downgrade() -> None:\n    pass\n"
+    )
+    heads = json.loads(project.inv("db.verify", "--json").stdout)
+    assert {c["name"]: c["result"] for c in heads["checks"]}["single head"] == "FAIL"
+
+
+def test_verify_reports_model_drift(project: Project, pg_server: Server, database: str) -> None:
+    assert project.inv("db.upgrade").code == 0
+    pg_server.execute("ALTER TABLE book DROP COLUMN author", database=database)
+    result = project.inv("db.verify", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["models match"]["result"] == "FAIL"
+    assert "author" in checks["models match"]["detail"]
