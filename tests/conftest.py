@@ -16,13 +16,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
 import pytest
 from psycopg2 import sql
 
-from kubemigrate.embedded import EmbeddedPostgres
+from kubemigrate.embedded import EmbeddedPostgres, bin_dir
 from kubemigrate.target import url_from_parts
+
+if TYPE_CHECKING:
+    from tests.kube.api import KubeAPIServer
 
 REPO = Path(__file__).resolve().parent.parent
 # Every character that has broken a URL, an ini file or a shell somewhere.
@@ -132,7 +136,9 @@ class Project:
         shutil.copytree(
             REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
         )
+        shutil.copytree(REPO / "k8s", root / "k8s")
         self.env: dict[str, str] = {}
+        self.kubeconfig = ""
 
     def write_env(self, name: str, **values: str) -> None:
         """Write `.env` (name "") or `.env.<name>`."""
@@ -250,3 +256,86 @@ def interrupt_during_slow_migration(project: Project, sig: int, *argv: str) -> R
             proc.kill()
             proc.wait()
     return Result(proc.returncode, out, seen + err)
+
+
+# -- a cluster: the Kubernetes API test server with a PostgreSQL pod -----------------------------
+
+NS = "staging"
+
+
+def kubectl_processes(marker: str) -> list[int]:
+    """Pids of live kubectl processes whose command line mentions `marker` (a kubeconfig)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().split(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if marker.encode() in cmdline and b"kubectl" in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeAPIServer]:
+    from tests.kube.api import KubeAPIServer
+
+    with KubeAPIServer() as api:
+        yield api
+
+
+@pytest.fixture
+def cluster(kube: KubeAPIServer, pg_server: Server, database: str) -> KubeAPIServer:
+    """Namespace `staging`: a PostgreSQL pod (played by the test server), its Service, and a
+    Secret with its credentials. Commands exec'd in the pod find pgserver's pg_dump and reach
+    the database through the container's PGHOST/PGPORT, as in a real postgres image."""
+    from tests.kube.api import Container
+
+    kube.add_namespace(NS)
+    kube.add_secret(
+        NS, "db-credentials", {"username": ROLE, "password": PASSWORD, "database": database}
+    )
+    container_env = {
+        "PATH": f"{bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(pg_server.port),
+    }
+    kube.add_pod(
+        NS,
+        "postgres-0",
+        labels={"app": "postgres"},
+        containers=[Container(name="postgres", ports={"postgresql": 5432}, env=container_env)],
+        port_targets={5432: ("127.0.0.1", pg_server.port)},
+    )
+    kube.add_service(
+        NS,
+        "postgres",
+        selector={"app": "postgres"},
+        ports=[{"name": "postgresql", "port": 5432, "targetPort": "postgresql"}],
+    )
+    return kube
+
+
+@pytest.fixture
+def k8s(project: Project, cluster: KubeAPIServer, tmp_path: Path) -> Iterator[Project]:
+    """The project with an environment `staging` that targets the cluster; on teardown, no
+    kubectl process may be left."""
+    project.kubeconfig = str(
+        cluster.write_kubeconfig(tmp_path, context="test", namespace="default")
+    )
+    project.env.pop("DATABASE_URL")
+    project.env["KUBECACHEDIR"] = str(tmp_path / "kube-cache")
+    project.write_env(
+        NS,
+        KUBEMIGRATE_TARGET="k8s",
+        KUBEMIGRATE_KUBECONFIG=project.kubeconfig,
+        KUBEMIGRATE_KUBE_CONTEXT="test",
+        KUBEMIGRATE_NAMESPACE=NS,
+        KUBEMIGRATE_DB_SERVICE="postgres",
+        KUBEMIGRATE_DB_SECRET="db-credentials",
+    )
+    yield project
+    assert kubectl_processes(project.kubeconfig) == []

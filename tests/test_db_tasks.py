@@ -5,6 +5,8 @@ characters, which must never be printed."""
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from tests.conftest import (
     Project,
     Server,
     add_slow_revision,
+    clean_environ,
     interrupt_during_slow_migration,
 )
 
@@ -201,3 +204,96 @@ def test_interrupt_rolls_back_the_running_migration(
     assert rows == [(parent,)]
     assert "half_done" not in tables(pg_server, database)
     assert project.inv("db.upgrade", "-r", parent).code == 0
+
+
+CONCURRENT_REVISION = '''\
+"""slow enough to overlap"""
+
+from alembic import op
+
+revision = "c0c0c0c0c0c0"
+down_revision = "{parent}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("SELECT pg_sleep(1.5)")
+    op.execute("CREATE TABLE applied_once (id int)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE applied_once")
+'''
+
+
+def test_concurrent_upgrades_apply_each_revision_once(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    parent = project.inv("db.heads").stdout.split()[0]
+    (project.versions / "overlap.py").write_text(CONCURRENT_REVISION.format(parent=parent))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "invoke", "db.upgrade"],
+            cwd=project.root,
+            env=clean_environ(**project.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out + err
+    runs = sum(err.count("Running upgrade " + parent) for _, err in outputs)
+    assert runs == 1, outputs
+    assert any("Waiting for the migration lock held by pid" in err for _, err in outputs)
+    rows = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
+    assert rows == [("c0c0c0c0c0c0",)]
+
+
+def test_lock_wait_times_out_naming_the_holder(project: Project, database_url: str) -> None:
+    import psycopg2
+
+    from kubemigrate.locking import LOCK_KEY
+
+    holder = psycopg2.connect(
+        database_url.replace("+psycopg2", ""), application_name="someone-else"
+    )
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        result = project.inv("db.upgrade", KUBEMIGRATE_LOCK_WAIT="1")
+    finally:
+        holder.close()
+    assert result.code == 1, result.output
+    assert "another migration holds the lock (pid" in result.stderr
+    assert "someone-else" in result.stderr
+
+
+def test_lock_timeout_stops_a_migration_behind_a_busy_table(
+    project: Project, database_url: str, pg_server: Server, database: str
+) -> None:
+    import psycopg2
+
+    assert project.inv("db.upgrade").code == 0
+    parent = project.inv("db.heads").stdout.split()[0]
+    (project.versions / "alter.py").write_text(
+        f'revision = "a1a1a1a1a1a1"\ndown_revision = "{parent}"\nbranch_labels = None\n'
+        "depends_on = None\n\nfrom alembic import op\n\n\ndef upgrade() -> None:\n"
+        '    op.execute("ALTER TABLE book ADD COLUMN isbn text")\n\n\n'
+        "def downgrade() -> None:\n    pass\n"
+    )
+    app = psycopg2.connect(database_url.replace("+psycopg2", ""))
+    try:
+        with app.cursor() as cur:
+            cur.execute("SELECT count(*) FROM book")  # holds ACCESS SHARE until rollback
+            result = project.inv("db.upgrade", KUBEMIGRATE_LOCK_TIMEOUT="0.5")
+    finally:
+        app.rollback()
+        app.close()
+    assert result.code == 1, result.output
+    assert "lock timeout" in result.stderr and "KUBEMIGRATE_LOCK_TIMEOUT" in result.stderr
+    rows = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
+    assert rows == [(parent,)]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubemigrate.errors import KubemigrateError
+from kubemigrate.locking import migration_lock
 from kubemigrate.pgclient import Client, local_binaries, major_version, stream
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, database
@@ -294,11 +295,12 @@ def restore(
         "--dbname",
         db.name,
     )
-    if where.kubectl is None:
-        argv.append(str(path))
-        stream(argv, env, what=f"pg_restore {where.where}")
-    else:
-        stream(argv, env, stdin_prefix=stdin, stdin_file=path, what=f"pg_restore {where.where}")
+    with migration_lock(db, settings.lock_wait):
+        if where.kubectl is None:
+            argv.append(str(path))
+            stream(argv, env, what=f"pg_restore {where.where}")
+        else:
+            stream(argv, env, stdin_prefix=stdin, stdin_file=path, what=f"pg_restore {where.where}")
     return facts(db).revision
 
 

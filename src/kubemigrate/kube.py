@@ -89,14 +89,17 @@ class Kubectl:
         path, *args = self.argv(namespaced=namespaced)
         return sh.Command(path).bake(*args)
 
-    def run(self, *args: str, what: str, namespaced: bool = True) -> str:
-        """Run a short kubectl command and return its output; failures become KubectlError."""
+    def run(self, *args: str, what: str, namespaced: bool = True, short: bool = True) -> str:
+        """Run kubectl and return its output; failures become KubectlError.
+
+        `short` requests get kubectl's --request-timeout, so an API server that does not
+        answer fails the task instead of hanging it; watches (rollout status) bring their own.
+        """
         import sh
 
+        timeout = [f"--request-timeout={REQUEST_TIMEOUT}"] if short else []
         try:
-            result = self.command(namespaced=namespaced)(
-                *args, f"--request-timeout={REQUEST_TIMEOUT}", _tty_out=False
-            )
+            result = self.command(namespaced=namespaced)(*args, *timeout, _tty_out=False)
         except sh.ErrorReturnCode as exc:
             raise self.error(exc.stderr.decode(errors="replace"), what) from None
         return str(result)

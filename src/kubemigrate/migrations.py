@@ -16,7 +16,7 @@ import io
 import logging
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -55,7 +55,9 @@ def _not_set_up_notes(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("Context impl", "Will assume"))
 
 
-def alembic_config(settings: Settings, *, stdout: TextIO | None = None) -> Config:
+def alembic_config(
+    settings: Settings, *, stdout: TextIO | None = None, sql_output: TextIO | None = None
+) -> Config:
     """Alembic's Config for the project, without a URL and without its own logging setup."""
     from alembic.config import Config
 
@@ -65,7 +67,7 @@ def alembic_config(settings: Settings, *, stdout: TextIO | None = None) -> Confi
             f"no Alembic configuration at {ini}: run kubemigrate from the project directory "
             "or set KUBEMIGRATE_MIGRATIONS_CONFIG"
         )
-    config = Config(str(ini), stdout=stdout or sys.stdout)
+    config = Config(str(ini), stdout=stdout or sys.stdout, output_buffer=sql_output)
     config.attributes["configure_logger"] = False
     script_location = Path(config.get_main_option("script_location") or "")
     if not (script_location / "env.py").is_file():
@@ -93,8 +95,14 @@ def _alembic_errors() -> Iterator[None]:
     except CommandError as exc:
         raise MigrationError(_advice(str(exc))) from None
     except DBAPIError as exc:
+        message = driver_message(exc)
+        hint = ""
+        if "lock timeout" in message:
+            hint = " (a table it needs is busy: retry later, or raise KUBEMIGRATE_LOCK_TIMEOUT)"
+        elif "statement timeout" in message:
+            hint = " (raise KUBEMIGRATE_STATEMENT_TIMEOUT for long migrations)"
         raise DatabaseError(
-            f"the database refused a migration statement: {driver_message(exc)}; "
+            f"the database refused a migration statement: {message}{hint}; "
             "the failed migration's transaction was rolled back"
         ) from None
 
@@ -117,16 +125,35 @@ def _advice(message: str) -> str:
 
 
 @contextmanager
-def _online(settings: Settings, stdout: TextIO | None = None) -> Iterator[Config]:
-    """A Config carrying a live connection to the configured database."""
+def _online(
+    settings: Settings, stdout: TextIO | None = None, *, changes: bool = False
+) -> Iterator[Config]:
+    """A Config carrying a live connection to the configured database.
+
+    With `changes` (upgrade, downgrade, stamp) the migration lock is held throughout and the
+    session gets the configured lock and statement timeouts.
+    """
+    from kubemigrate.locking import migration_lock, set_timeouts
+
     config = alembic_config(settings, stdout=stdout)
-    with connect(database(settings)) as connection, _alembic_errors():
+    db = database(settings)
+    with ExitStack() as stack:
+        if changes:
+            stack.enter_context(migration_lock(db, settings.lock_wait))
+        connection = stack.enter_context(connect(db))
+        if changes:
+            set_timeouts(
+                connection,
+                lock_timeout=settings.lock_timeout,
+                statement_timeout=settings.statement_timeout,
+            )
+        stack.enter_context(_alembic_errors())
         config.attributes["connection"] = connection
         yield config
 
 
-def _offline(settings: Settings) -> Config:
-    config = alembic_config(settings)
+def _offline(settings: Settings, sql_output: TextIO | None = None) -> Config:
+    config = alembic_config(settings, sql_output=sql_output)
     config.attributes["url"] = "postgresql+psycopg2://"
     return config
 
@@ -139,8 +166,16 @@ def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) ->
         with _alembic_errors():
             command.upgrade(_offline(settings), revision, sql=True)
         return
-    with _online(settings) as config:
+    with _online(settings, changes=True) as config:
         command.upgrade(config, revision)
+
+
+def upgrade_sql(settings: Settings, start: str | None, out: TextIO) -> None:
+    """Write the SQL that upgrades from revision `start` (None: base) to head into `out`."""
+    from alembic import command
+
+    with _alembic_errors():
+        command.upgrade(_offline(settings, out), f"{start}:head" if start else "head", sql=True)
 
 
 def downgrade(settings: Settings, revision: str, *, sql: bool = False) -> None:
@@ -156,7 +191,7 @@ def downgrade(settings: Settings, revision: str, *, sql: bool = False) -> None:
         with _alembic_errors():
             command.downgrade(_offline(settings), revision, sql=True)
         return
-    with _online(settings) as config:
+    with _online(settings, changes=True) as config:
         command.downgrade(config, revision)
 
 
@@ -168,7 +203,7 @@ def stamp(settings: Settings, revision: str, *, sql: bool = False, purge: bool =
         with _alembic_errors():
             command.stamp(_offline(settings), revision, sql=True, purge=purge)
         return
-    with _online(settings) as config:
+    with _online(settings, changes=True) as config:
         command.stamp(config, revision, purge=purge)
 
 

@@ -57,6 +57,17 @@ def _count(value: str) -> int:
     return number
 
 
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def _seconds_or_off(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise ValueError("negative")
+    return number
+
+
 def _target(value: str) -> str:
     if value not in TARGETS:
         raise ValueError(f"must be one of {', '.join(TARGETS)}")
@@ -265,6 +276,49 @@ SETTINGS: tuple[Setting, ...] = (
         "Keep only the newest N backups per environment and database (0: keep all).",
     ),
     Setting(
+        "KUBEMIGRATE_MANIFESTS",
+        "manifests",
+        "k8s",
+        _text,
+        "Kustomize directory `inv deploy` applies (kubectl apply -k), relative to the project.",
+    ),
+    Setting(
+        "KUBEMIGRATE_DEPLOYMENTS",
+        "deployments",
+        "web",
+        _names,
+        "Comma-separated Deployments whose rollout `inv deploy` waits for.",
+    ),
+    Setting(
+        "KUBEMIGRATE_ROLLOUT_TIMEOUT",
+        "rollout_timeout",
+        "300",
+        _seconds,
+        "Seconds `inv deploy` waits for each rollout.",
+    ),
+    Setting(
+        "KUBEMIGRATE_LOCK_WAIT",
+        "lock_wait",
+        "60",
+        _seconds,
+        "Seconds a migration waits for another one on the same database to finish.",
+    ),
+    Setting(
+        "KUBEMIGRATE_LOCK_TIMEOUT",
+        "lock_timeout",
+        "5",
+        _seconds_or_off,
+        "PostgreSQL lock_timeout of migration sessions, in seconds (0: none): a migration "
+        "queued behind the application's locks fails instead of blocking it.",
+    ),
+    Setting(
+        "KUBEMIGRATE_STATEMENT_TIMEOUT",
+        "statement_timeout",
+        "300",
+        _seconds_or_off,
+        "PostgreSQL statement_timeout of migration sessions, in seconds (0: none).",
+    ),
+    Setting(
         "KUBEMIGRATE_TUNNEL_TIMEOUT",
         "tunnel_timeout",
         "30",
@@ -310,6 +364,12 @@ class Settings:
     db_container: str | None
     backup_dir: str
     backup_keep: int
+    manifests: str
+    deployments: tuple[str, ...]
+    rollout_timeout: float
+    lock_wait: float
+    lock_timeout: float
+    statement_timeout: float
     tunnel_timeout: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -450,6 +510,8 @@ def _expected(setting: Setting) -> str:
         return "expected a port number (1-65535)"
     if setting.parse is _seconds:
         return "expected a positive number of seconds"
+    if setting.parse is _seconds_or_off:
+        return "expected a number of seconds, 0 or more"
     if setting.parse is _count:
         return "expected a whole number, 0 or more"
     return "malformed value"

@@ -1,12 +1,13 @@
-"""The invoke Collections: `db`, `dev`, and the short top-level names of the release steps.
+"""The invoke Collections: `db`, `dev`, and the release at the top level.
 
-`inv migrate` is `inv db.upgrade` under the short name users chain
-(`inv backup migrate verify deploy`).
+`deploy` and `release` live at the top; `backup`, `migrate` and `verify` are `db.backup`,
+`db.upgrade` and `db.verify` under the short names users chain:
+`inv backup migrate verify deploy` is `inv db.backup db.upgrade db.verify deploy`.
 """
 
 from invoke import Collection, Task
 
-from kubemigrate.tasks import backups, checks, db, dev
+from kubemigrate.tasks import backups, checks, db, dev, ship
 
 
 def short_name(original: Task, name: str) -> Task:
@@ -31,3 +32,5 @@ namespace.add_collection(dev.ns)
 namespace.add_task(short_name(db.upgrade, "migrate"))
 namespace.add_task(short_name(backups.backup, "backup"))
 namespace.add_task(short_name(checks.verify, "verify"))
+namespace.add_task(ship.deploy)
+namespace.add_task(ship.release)

@@ -6,6 +6,7 @@ from pathlib import Path
 from invoke import Context, task
 
 from kubemigrate import backup as backups
+from kubemigrate.release import journal
 from kubemigrate.tasks.common import ENV_HELP, confirmation, load, reports_errors
 
 
@@ -18,9 +19,12 @@ from kubemigrate.tasks.common import ENV_HELP, confirmation, load, reports_error
 )
 @reports_errors
 def backup(c: Context, output: str | None = None, env: str | None = None) -> None:
-    """Back up the database with pg_dump (checked, with a .json sidecar)."""
-    record = backups.backup(load(env), output=output)
-    print(backups.backup_directory(load(env), output) / record.file)
+    """Back up the database with pg_dump (checked; a .json sidecar beside it)."""
+    settings = load(env)
+    record = backups.backup(settings, output=output)
+    path = backups.backup_directory(settings, output) / record.file
+    journal.record("backup", backup=path, environment=settings.environment)
+    print(path)
 
 
 @task(

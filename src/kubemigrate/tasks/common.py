@@ -42,6 +42,14 @@ def confirmation(yes: bool) -> Callable[[str], bool]:
     return confirm
 
 
+def _with_note(message: str, step: str) -> str:
+    """The error, followed (on its own line) by what this invocation's release did so far."""
+    from kubemigrate.release import journal
+
+    note = journal.failure_note(step)
+    return f"{message}\n{note}" if note else message
+
+
 def reports_errors(func: F) -> F:
     """Expected failures end the task with their one-line message and exit code 1."""
 

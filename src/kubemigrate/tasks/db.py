@@ -3,6 +3,7 @@
 from invoke import Collection, Context, task
 
 from kubemigrate import migrations
+from kubemigrate.release import journal
 from kubemigrate.tasks.common import ENV_HELP, load, reports_errors
 
 SQL_HELP = "Print the SQL to standard output instead of running it (needs no database)."
@@ -16,6 +17,8 @@ SQL_HELP = "Print the SQL to standard output instead of running it (needs no dat
 def upgrade(c: Context, revision: str = "head", sql: bool = False, env: str | None = None) -> None:
     """Upgrade the database to head (or to --revision)."""
     migrations.upgrade(load(env), revision, sql=sql)
+    if not sql:
+        journal.record("upgrade")
 
 
 @task(

@@ -1,0 +1,102 @@
+"""One migration at a time per database: a PostgreSQL advisory lock, and session timeouts.
+
+Commands that change the schema or its revision (upgrade, downgrade, stamp, restore) hold a
+session-level advisory lock for their whole run, on a connection of its own in autocommit mode,
+so that it survives `autocommit_block` (CREATE INDEX CONCURRENTLY) and waiters sit outside any
+transaction. A second run waits up to `KUBEMIGRATE_LOCK_WAIT` seconds, then either finds
+nothing left to do or fails naming who holds the lock.
+
+Migration sessions also get `lock_timeout` and `statement_timeout`, so a migration queued
+behind the application's locks fails instead of blocking the application.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from kubemigrate.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from kubemigrate.target import Database
+
+# A stable, positive 63-bit key (positive, so pg_locks' two 32-bit halves rebuild it); advisory
+# locks are per database, so one key serves every project.
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"kubemigrate:migrations").digest()[:8], "big") >> 1
+POLL_INTERVAL = 0.05
+
+HOLDER = """
+SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'),
+       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+    SELECT oid FROM pg_database WHERE datname = current_database())
+  AND ((l.classid::bigint << 32) | l.objid::bigint) = %(key)s
+LIMIT 1
+"""
+
+
+@contextmanager
+def migration_lock(db: Database, wait: float) -> Iterator[None]:
+    """Hold the migration lock of `db` for the duration of the block."""
+    from kubemigrate.target import connect
+
+    with connect(db) as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        _acquire(connection, wait)
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
+
+
+def _acquire(connection: Connection, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    told = False
+    while not _try(connection):
+        holder = _holder(connection)
+        if time.monotonic() >= deadline:
+            raise DatabaseError(
+                f"another migration holds the lock ({holder}); waited {wait:g}s. Try again when "
+                "it has finished, or raise KUBEMIGRATE_LOCK_WAIT"
+            )
+        if not told:
+            print(f"Waiting for the migration lock held by {holder}...", file=sys.stderr)
+            told = True
+        time.sleep(POLL_INTERVAL)
+
+
+def _try(connection: Connection) -> bool:
+    result = connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)", {"key": LOCK_KEY})
+    return bool(result.scalar())
+
+
+def _holder(connection: Connection) -> str:
+    row = connection.exec_driver_sql(HOLDER, {"key": LOCK_KEY}).first()
+    if row is None:
+        return "a session that just released it"
+    pid, application, client, since = row
+    return f"pid {pid}, {application or 'unnamed application'} from {client}, connected {since}"
+
+
+def set_timeouts(connection: Connection, *, lock_timeout: float, statement_timeout: float) -> None:
+    """Session timeouts for a migration connection (0 disables one)."""
+    connection.exec_driver_sql(
+        "SELECT set_config('lock_timeout', %(lock)s, false), "
+        "set_config('statement_timeout', %(statement)s, false)",
+        {
+            "lock": f"{int(lock_timeout * 1000)}ms",
+            "statement": f"{int(statement_timeout * 1000)}ms",
+        },
+    )
+    connection.commit()
+
+
+def _ms(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms"
