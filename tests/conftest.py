@@ -26,7 +26,7 @@ from kubemigrate.embedded import EmbeddedPostgres, bin_dir
 from kubemigrate.target import url_from_parts
 
 if TYPE_CHECKING:
-    from tests.kube.api import KubeAPIServer
+    from tests.kubeapi.api import KubeAPIServer
 
 REPO = Path(__file__).resolve().parent.parent
 # Every character that has broken a URL, an ini file or a shell somewhere.
@@ -281,7 +281,7 @@ def kubectl_processes(marker: str) -> list[int]:
 
 @pytest.fixture
 def kube() -> Iterator[KubeAPIServer]:
-    from tests.kube.api import KubeAPIServer
+    from tests.kubeapi.api import KubeAPIServer
 
     with KubeAPIServer() as api:
         yield api
@@ -292,7 +292,7 @@ def cluster(kube: KubeAPIServer, pg_server: Server, database: str) -> KubeAPISer
     """Namespace `staging`: a PostgreSQL pod (played by the test server), its Service, and a
     Secret with its credentials. Commands exec'd in the pod find pgserver's pg_dump and reach
     the database through the container's PGHOST/PGPORT, as in a real postgres image."""
-    from tests.kube.api import Container
+    from tests.kubeapi.api import Container
 
     kube.add_namespace(NS)
     kube.add_secret(

@@ -58,12 +58,11 @@ def reports_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except KubemigrateError as exc:
-            raise Exit(f"error: {exc}", code=exc.exit_code) from None
+            raise Exit(_with_note(f"error: {exc}", func.__name__), code=exc.exit_code) from None
         except KeyboardInterrupt as exc:
             # SIGTERM arrives as Terminated (143); Ctrl-C as a plain KeyboardInterrupt (130).
+            message = "error: interrupted; the step in progress was rolled back"
             code = getattr(exc, "exit_code", 130)
-            raise Exit(
-                "error: interrupted; the step in progress was rolled back", code=code
-            ) from None
+            raise Exit(_with_note(message, func.__name__), code=code) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,942 @@
+"""A Kubernetes API server for tests, spoken to by the real kubectl over HTTP on 127.0.0.1.
+
+Tests arrange objects (namespaces, Secrets, Pods, Services, Deployments) and then run real
+kubectl commands against it, through a kubeconfig it writes. It serves what kubectl requests:
+discovery (`/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, `/version`, `/openapi/v3`), get and
+list with label and field selectors, create and strategic-merge patch (for `kubectl apply`),
+watches (for `kubectl rollout status`, including the watch-list protocol of kubectl 1.37), and
+the upgraded connections behind `port-forward` and `exec` (see streams.py and spdy.py).
+
+Errors are real `Status` objects, so kubectl prints its usual messages. kubectl withholds
+bearer tokens over plain HTTP, so requests without one are served; `refuse_credentials` makes
+every request a 401, as for expired credentials. The WebSocket upgrade kubectl tries first is
+refused with a 400, so it falls back to SPDY/3.1, as it does against servers without
+WebSocket support.
+
+A pod's containers are played by local processes: a port-forward reaches the address given
+in `port_targets`; an exec runs the command locally with the container's environment.
+kubectl keeps a discovery cache: give each test its own (`KUBECACHEDIR` or `--cache-dir`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import itertools
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import h11
+
+from tests.kubeapi.streams import EXEC_PROTOCOLS, serve_exec, serve_portforward
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def prefix(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+
+RESOURCES = (
+    Resource("", "v1", "namespaces", "Namespace", False, ("ns",)),
+    Resource("", "v1", "secrets", "Secret", True),
+    Resource("", "v1", "pods", "Pod", True, ("po",)),
+    Resource("", "v1", "services", "Service", True, ("svc",)),
+    Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
+    Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",)),
+)
+BY_PLURAL = {r.plural: r for r in RESOURCES}
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+# Strategic merge: lists merged by these keys; other lists are replaced.
+MERGE_KEYS = {
+    "containers": "name",
+    "initContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "ports": "containerPort",
+    "conditions": "type",
+}
+
+
+@dataclass
+class Container:
+    """A container of a pod; its ports are named, its env is what exec'd commands get."""
+
+    name: str
+    ports: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    command: list[str] | None = None
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "details": self.details,
+            "code": self.code,
+        }
+
+
+def not_found(plural: str, name: str) -> ApiError:
+    return ApiError(404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural})
+
+
+class KubeAPIServer:
+    """The server, running on its own event loop in a background thread while in a `with`."""
+
+    def __init__(self, token: str = "test-token") -> None:
+        self.token = token
+        self.requests: list[tuple[str, str]] = []
+        self.auto_rollout = True
+        # kubectl sends no bearer token over plain HTTP: requests without one are let in, a
+        # wrong one is refused, and this switch refuses everyone (expired credentials).
+        self.refuse_credentials = False
+        self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._targets: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}
+        self._forbidden: set[tuple[str, str, str]] = set()
+        self._history: list[tuple[int, str, dict[str, Any], str]] = []  # rv, type, obj, plural
+        self._watchers: set[asyncio.Queue[tuple[str, dict[str, Any], str]]] = set()
+        self._versions = itertools.count(1)
+        self._lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> KubeAPIServer:
+        started = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+
+            async def start() -> None:
+                self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+                self.port = self._server.sockets[0].getsockname()[1]
+                started.set()
+
+            loop.run_until_complete(start())
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="kube-api", daemon=True)
+        self._thread.start()
+        started.wait(10)
+        self.add_namespace("default")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+
+        async def stop() -> None:
+            assert self._server is not None
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_kubeconfig(
+        self,
+        directory: Path,
+        *,
+        context: str = "test",
+        namespace: str = "default",
+        token: str | None = None,
+    ) -> Path:
+        """A kubeconfig (JSON is YAML) with one context pointing at this server."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": context,
+            "clusters": [{"name": "test-cluster", "cluster": {"server": self.url}}],
+            "users": [{"name": "test-user", "user": {"token": token or self.token}}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {
+                        "cluster": "test-cluster",
+                        "user": "test-user",
+                        "namespace": namespace,
+                    },
+                }
+            ],
+        }
+        path = Path(directory) / f"kubeconfig-{context}"
+        path.write_text(json.dumps(config, indent=2))
+        return path
+
+    # -- arranging objects (called from tests) ---------------------------------------------------
+
+    def add_namespace(self, name: str) -> None:
+        self._put(
+            "namespaces",
+            "",
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name},
+                "spec": {},
+                "status": {"phase": "Active"},
+            },
+        )
+
+    def add_secret(
+        self, namespace: str, name: str, values: dict[str, str | bytes], type: str = "Opaque"
+    ) -> None:
+        data = {
+            k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode()
+            for k, v in values.items()
+        }
+        self._put(
+            "secrets",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": type,
+                "metadata": {"name": name, "namespace": namespace},
+                "data": data,
+            },
+        )
+
+    def add_pod(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        containers: list[Container],
+        labels: dict[str, str] | None = None,
+        phase: str = "Running",
+        ready: bool = True,
+        port_targets: dict[int, tuple[str, int]] | None = None,
+    ) -> None:
+        spec = [
+            {
+                "name": c.name,
+                "image": "example/test:latest",
+                "ports": [
+                    {"name": n, "containerPort": p, "protocol": "TCP"} for n, p in c.ports.items()
+                ],
+                "env": [{"name": k, "value": v} for k, v in c.env.items()],
+                **({"command": c.command} if c.command else {}),
+            }
+            for c in containers
+        ]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
+            "spec": {"containers": spec},
+            "status": {"phase": phase, "podIP": "127.0.0.1", "hostIP": "127.0.0.1"},
+        }
+        self._put("pods", namespace, pod)
+        self._targets[(namespace, name)] = dict(port_targets or {})
+        self.set_pod_ready(namespace, name, ready)
+
+    def set_pod_ready(self, namespace: str, name: str, ready: bool) -> None:
+        with self._lock:
+            pod = self._objects[("pods", namespace, name)]
+            flag = "True" if ready else "False"
+            pod["status"]["conditions"] = [
+                {"type": t, "status": flag if t in ("Ready", "ContainersReady") else "True"}
+                for t in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+            ]
+            pod["status"]["containerStatuses"] = [
+                {
+                    "name": c["name"],
+                    "ready": ready,
+                    "restartCount": 0,
+                    "image": c["image"],
+                    "state": {"running": {"startedAt": _now()}},
+                }
+                for c in pod["spec"]["containers"]
+            ]
+            self._touch("pods", pod, "MODIFIED")
+
+    def add_service(
+        self, namespace: str, name: str, *, selector: dict[str, str], ports: list[dict[str, Any]]
+    ) -> None:
+        self._put(
+            "services",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "selector": selector,
+                    "type": "ClusterIP",
+                    "clusterIP": "10.0.0.10",
+                    "ports": [{"protocol": "TCP", **p} for p in ports],
+                },
+            },
+        )
+
+    def add_deployment(self, namespace: str, name: str, replicas: int = 1) -> None:
+        self._create(
+            "deployments",
+            namespace,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": name, "image": "x"}]},
+                    },
+                },
+            },
+        )
+
+    def forbid(self, verb: str, plural: str, namespace: str) -> None:
+        self._forbidden.add((verb, plural, namespace))
+
+    def get_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
+        return self._objects.get((plural, "" if plural == "namespaces" else namespace, name))
+
+    def complete_rollout(self, namespace: str, name: str) -> None:
+        with self._lock:
+            deployment = self._objects.get(("deployments", namespace, name))
+            if deployment is None:
+                return
+            replicas = deployment["spec"].get("replicas", 1)
+            deployment["status"] = {
+                "observedGeneration": deployment["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                ],
+            }
+            self._touch("deployments", deployment, "MODIFIED")
+
+    # -- the store -------------------------------------------------------------------------------
+
+    def _put(self, plural: str, namespace: str, obj: dict[str, Any]) -> None:
+        with self._lock:
+            key = (plural, namespace, obj["metadata"]["name"])
+            event = "MODIFIED" if key in self._objects else "ADDED"
+            meta = obj["metadata"]
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", _now())
+            meta.setdefault("generation", 1)
+            self._objects[key] = obj
+            self._touch(plural, obj, event)
+
+    def _touch(self, plural: str, obj: dict[str, Any], event: str) -> None:
+        """New resourceVersion, and tell the watchers."""
+        version = next(self._versions)
+        obj["metadata"]["resourceVersion"] = str(version)
+        snapshot = copy.deepcopy(obj)
+        self._history.append((version, event, snapshot, plural))
+        loop = self._loop
+        if loop is not None:
+            for queue in list(self._watchers):
+                loop.call_soon_threadsafe(queue.put_nowait, (event, snapshot, plural))
+
+    def _create(self, plural: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            name = obj.get("metadata", {}).get("name")
+            if not name:
+                raise ApiError(422, "Invalid", f"{plural} is invalid: metadata.name: Required")
+            if (plural, namespace, name) in self._objects:
+                raise ApiError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["namespace"] = namespace
+            if plural == "namespaces":
+                obj["metadata"].pop("namespace")
+            if plural == "deployments":
+                obj["status"] = {"observedGeneration": 0, "replicas": 0, "updatedReplicas": 0}
+            self._put(plural, namespace, obj)
+            if plural == "deployments":
+                self._schedule_rollout(namespace, name)
+            return obj
+
+    def _patch(
+        self, plural: str, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        with self._lock:
+            current = self._objects.get((plural, namespace, name))
+            if current is None:
+                raise not_found(plural, name)
+            merged = strategic_merge(copy.deepcopy(current), patch)
+            if plural == "deployments" and merged.get("spec") != current.get("spec"):
+                merged["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
+                self._objects[(plural, namespace, name)] = merged
+                self._touch(plural, merged, "MODIFIED")
+                self._schedule_rollout(namespace, name)
+            else:
+                self._objects[(plural, namespace, name)] = merged
+                self._touch(plural, merged, "MODIFIED")
+            return merged
+
+    def _schedule_rollout(self, namespace: str, name: str) -> None:
+        if self.auto_rollout and self._loop is not None:
+            self._loop.call_soon_threadsafe(
+                self._loop.call_later, 0.2, self.complete_rollout, namespace, name
+            )
+
+    def _list(
+        self, plural: str, namespace: str | None, query: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        labels = _selector(query.get("labelSelector", ""))
+        fields = _selector(query.get("fieldSelector", ""))
+        with self._lock:
+            found = [
+                copy.deepcopy(obj)
+                for (p, ns, _), obj in sorted(self._objects.items())
+                if p == plural and (namespace is None or ns == namespace)
+            ]
+        return [obj for obj in found if _matches(obj, labels, fields)]
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request, body = await _read_request(conn, reader)
+                if request is None:
+                    return
+                if await self._respond(conn, reader, writer, request, body):
+                    return  # the connection was upgraded and is done
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    return
+                conn.start_next_cycle()
+        except (ConnectionError, h11.ProtocolError, asyncio.CancelledError):
+            return
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _respond(
+        self,
+        conn: h11.Connection,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        request: h11.Request,
+        body: bytes,
+    ) -> bool:
+        method = request.method.decode()
+        target = request.target.decode()
+        self.requests.append((method, target))
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in request.headers:  # repeated headers join, as HTTP allows
+            name, value = raw_name.decode().lower(), raw_value.decode()
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        parts = urlsplit(target)
+        path = unquote(parts.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        queries = parse_qs(parts.query)
+        try:
+            token = headers.get("authorization")
+            if self.refuse_credentials or (token and token != f"Bearer {self.token}"):
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            upgrade = headers.get("upgrade", "").lower()
+            if path.endswith(("/portforward", "/exec")):
+                if upgrade == "websocket":
+                    raise ApiError(400, "BadRequest", "websocket upgrades are not supported")
+                if upgrade.startswith("spdy/3.1"):
+                    await self._upgrade(conn, writer, reader, path, queries, headers)
+                    return True
+            if query.get("watch") in ("true", "1"):
+                await self._watch(conn, writer, path, query)
+                return True
+            status, payload = self._route(method, path, query, body, headers)
+        except ApiError as exc:
+            status, payload = exc.code, exc.status()
+        await _send(conn, writer, status, payload)
+        return False
+
+    def _route(
+        self, method: str, path: str, query: dict[str, str], body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        discovery = self._discovery(path)
+        if discovery is not None:
+            return 200, discovery
+        resource, namespace, name, _ = _parse(path)
+        verb = {
+            "GET": "get" if name else "list",
+            "POST": "create",
+            "PATCH": "patch",
+            "PUT": "update",
+            "DELETE": "delete",
+        }.get(method, "")
+        if (verb, resource.plural, namespace or "") in self._forbidden:
+            what = f'{resource.plural} "{name}"' if name else resource.plural
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'{what} is forbidden: User "test-user" cannot {verb} resource '
+                f'"{resource.plural}" in API group "{resource.group}" in the namespace '
+                f'"{namespace}"',
+            )
+        ns = namespace or ""
+        if method == "GET" and name:
+            obj = self._objects.get((resource.plural, ns, name))
+            if obj is None:
+                raise not_found(resource.plural, name)
+            with self._lock:
+                return 200, copy.deepcopy(obj)
+        if method == "GET":
+            items = self._list(resource.plural, namespace if resource.namespaced else None, query)
+            return 200, {
+                "kind": f"{resource.kind}List",
+                "apiVersion": resource.group_version,
+                "metadata": {"resourceVersion": str(self._current_version())},
+                "items": items,
+            }
+        if method == "POST":
+            if resource.namespaced and ("namespaces", "", ns) not in self._objects:
+                raise not_found("namespaces", ns)
+            return 201, self._create(resource.plural, ns, json.loads(body))
+        if method == "PATCH" and name:
+            return 200, self._patch(resource.plural, ns, name, json.loads(body))
+        if method == "DELETE" and name:
+            with self._lock:
+                obj = self._objects.pop((resource.plural, ns, name), None)
+            if obj is None:
+                raise not_found(resource.plural, name)
+            self._touch(resource.plural, obj, "DELETED")
+            return 200, obj
+        raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
+
+    def _current_version(self) -> int:
+        return self._history[-1][0] if self._history else 0
+
+    # -- discovery -------------------------------------------------------------------------------
+
+    def _discovery(self, path: str) -> Any:
+        path = path.rstrip("/")
+        if path == "/version":
+            return {"major": "1", "minor": "37", "gitVersion": "v1.37.0", "platform": "linux/amd64"}
+        if path == "/api":
+            return {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{self.port}"}
+                ],
+            }
+        if path == "/apis":
+            version = {"groupVersion": "apps/v1", "version": "v1"}
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [{"name": "apps", "versions": [version], "preferredVersion": version}],
+            }
+        for prefix in {r.prefix for r in RESOURCES}:
+            if path == prefix:
+                return self._resource_list(prefix)
+        if path == "/openapi/v3":
+            return {
+                "paths": {
+                    prefix.lstrip("/"): {"serverRelativeURL": f"/openapi/v3{prefix}?hash=kubeapi"}
+                    for prefix in {r.prefix for r in RESOURCES}
+                }
+            }
+        if path.startswith("/openapi/v3/"):
+            return self._openapi(path.removeprefix("/openapi/v3"))
+        return None
+
+    def _resource_list(self, prefix: str) -> dict[str, Any]:
+        resources: list[dict[str, Any]] = []
+        group_version = ""
+        for r in RESOURCES:
+            if r.prefix != prefix:
+                continue
+            group_version = r.group_version
+            resources.append(
+                {
+                    "name": r.plural,
+                    "singularName": r.kind.lower(),
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": VERBS,
+                    "shortNames": list(r.short_names),
+                }
+            )
+            if r.plural == "pods":
+                for sub, kind in (
+                    ("portforward", "PodPortForwardOptions"),
+                    ("exec", "PodExecOptions"),
+                ):
+                    resources.append(
+                        {
+                            "name": f"pods/{sub}",
+                            "singularName": "",
+                            "namespaced": True,
+                            "kind": kind,
+                            "verbs": ["create", "get"],
+                        }
+                    )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": resources,
+        }
+
+    def _openapi(self, prefix: str) -> dict[str, Any]:
+        """Just enough OpenAPI v3 for kubectl apply: operations that take fieldValidation."""
+        field_validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}
+        paths: dict[str, Any] = {}
+        for r in RESOURCES:
+            if r.prefix != prefix:
+                continue
+            gvk = {"group": r.group, "version": r.version, "kind": r.kind}
+            scope = (
+                f"{prefix}/namespaces/{{namespace}}/{r.plural}"
+                if r.namespaced
+                else f"{prefix}/{r.plural}"
+            )
+            operation = {
+                "parameters": [field_validation],
+                "x-kubernetes-group-version-kind": gvk,
+                "responses": {"200": {"description": "OK"}},
+            }
+            paths[scope] = {"post": {**operation, "x-kubernetes-action": "post"}}
+            paths[f"{scope}/{{name}}"] = {
+                "get": {**operation, "x-kubernetes-action": "get"},
+                "patch": {**operation, "x-kubernetes-action": "patch"},
+                "put": {**operation, "x-kubernetes-action": "put"},
+            }
+        return {
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": "v1.37.0"},
+            "paths": paths,
+            "components": {"schemas": {}},
+        }
+
+    # -- watches ---------------------------------------------------------------------------------
+
+    async def _watch(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str, query: dict[str, str]
+    ) -> None:
+        resource, namespace, _, _ = _parse(path)
+        labels = _selector(query.get("labelSelector", ""))
+        fields = _selector(query.get("fieldSelector", ""))
+        queue: asyncio.Queue[tuple[str, dict[str, Any], str]] = asyncio.Queue()
+
+        def wanted(obj: dict[str, Any], plural: str) -> bool:
+            return (
+                plural == resource.plural
+                and _matches(obj, labels, fields)
+                and (namespace is None or obj["metadata"].get("namespace") == namespace)
+            )
+
+        with self._lock:
+            self._watchers.add(queue)
+            backlog: list[tuple[str, dict[str, Any]]] = []
+            if query.get("sendInitialEvents") == "true":
+                backlog = [("ADDED", o) for o in self._list(resource.plural, namespace, query)]
+                backlog.append(
+                    (
+                        "BOOKMARK",
+                        {
+                            "kind": resource.kind,
+                            "apiVersion": resource.group_version,
+                            "metadata": {
+                                "resourceVersion": str(self._current_version()),
+                                "annotations": {"k8s.io/initial-events-end": "true"},
+                            },
+                        },
+                    )
+                )
+            elif query.get("resourceVersion", "0") not in ("", "0"):
+                since = int(query["resourceVersion"])
+                backlog = [
+                    (event, obj)
+                    for version, event, obj, plural in self._history
+                    if version > since and wanted(obj, plural)
+                ]
+        response = h11.Response(
+            status_code=200,
+            headers=[("content-type", "application/json"), ("transfer-encoding", "chunked")],
+        )
+        writer.write(conn.send(response))
+        try:
+            for event, obj in backlog:
+                writer.write(conn.send(h11.Data(data=_event(event, obj))))
+            await writer.drain()
+            timeout = float(query.get("timeoutSeconds", "1800"))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    event, obj, plural = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    break
+                if wanted(obj, plural):
+                    writer.write(conn.send(h11.Data(data=_event(event, obj))))
+                    await writer.drain()
+            writer.write(conn.send(h11.EndOfMessage()))
+            await writer.drain()
+        finally:
+            self._watchers.discard(queue)
+
+    # -- upgraded connections --------------------------------------------------------------------
+
+    async def _upgrade(
+        self,
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        reader: asyncio.StreamReader,
+        path: str,
+        queries: dict[str, list[str]],
+        headers: dict[str, str],
+    ) -> None:
+        _, namespace, name, sub = _parse(path)
+        pod = self._objects.get(("pods", namespace or "", name or ""))
+        if pod is None:
+            raise not_found("pods", name or "")
+        phase = pod["status"].get("phase")
+        if sub == "portforward":
+            if phase != "Running":
+                raise ApiError(400, "BadRequest", f"pod {name} is not running (phase {phase})")
+            protocol = "portforward.k8s.io"
+        else:
+            if phase in ("Succeeded", "Failed"):
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"cannot exec into a container in a completed pod; current phase is {phase}",
+                )
+            offered = [v.strip() for v in headers.get("x-stream-protocol-version", "").split(",")]
+            protocol = next((p for p in EXEC_PROTOCOLS if p in offered), "")
+            if not protocol:
+                raise ApiError(400, "BadRequest", "no supported stream protocol was offered")
+        container = self._container(
+            pod, queries.get("container", [""])[-1] if sub == "exec" else ""
+        )
+        response = h11.InformationalResponse(
+            status_code=101,
+            headers=[
+                ("connection", "Upgrade"),
+                ("upgrade", "SPDY/3.1"),
+                ("x-stream-protocol-version", protocol),
+            ],
+        )
+        writer.write(conn.send(response))
+        await writer.drain()
+        stream_reader = _with_prefix(reader, conn.trailing_data[0])
+        targets = self._targets.get((namespace or "", name or ""), {})
+
+        async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            if port not in targets:
+                raise ConnectionRefusedError(111, "connect: connection refused")
+            host, real_port = targets[port]
+            return await asyncio.open_connection(host, real_port)
+
+        if sub == "portforward":
+            await serve_portforward(stream_reader, writer, connect, f"{namespace}/{name}")
+        else:
+            env = {
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": "/tmp",
+                **{e["name"]: e.get("value", "") for e in container.get("env", [])},
+            }
+            flags = {
+                k: queries.get(k, ["false"])[-1] in ("true", "1")
+                for k in ("stdin", "stdout", "stderr")
+            }
+            await serve_exec(
+                stream_reader,
+                writer,
+                protocol=protocol,
+                command=queries.get("command", []),
+                env=env,
+                **flags,
+            )
+
+    def _container(self, pod: dict[str, Any], name: str) -> dict[str, Any]:
+        containers = pod["spec"]["containers"]
+        if not name:
+            return dict(containers[0])
+        for container in containers:
+            if container["name"] == name:
+                return dict(container)
+        raise ApiError(
+            400, "BadRequest", f"container {name} is not valid for pod {pod['metadata']['name']}"
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+
+
+def _parse(path: str) -> tuple[Resource, str | None, str | None, str | None]:
+    """resource, namespace, name and subresource of an object path."""
+    for prefix in {r.prefix for r in RESOURCES}:
+        if not path.startswith(prefix + "/"):
+            continue
+        rest = path[len(prefix) + 1 :].strip("/").split("/")
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        for resource in RESOURCES:
+            if resource.prefix == prefix and resource.plural == rest[0]:
+                name = rest[1] if len(rest) > 1 else None
+                sub = rest[2] if len(rest) > 2 else None
+                return resource, namespace, name, sub
+    raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _selector(text: str) -> dict[str, str]:
+    pairs = [part.split("=", 1) for part in text.replace("==", "=").split(",") if "=" in part]
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _matches(obj: dict[str, Any], labels: dict[str, str], fields: dict[str, str]) -> bool:
+    have = obj["metadata"].get("labels") or {}
+    if any(have.get(k) != v for k, v in labels.items()):
+        return False
+    values = {
+        "metadata.name": obj["metadata"].get("name"),
+        "metadata.namespace": obj["metadata"].get("namespace"),
+    }
+    return all(values.get(k) == v for k, v in fields.items())
+
+
+def strategic_merge(target: Any, patch: Any, key: str = "") -> Any:
+    """A strategic merge patch of the kind client-side apply sends (enough for tests)."""
+    if isinstance(patch, dict) and isinstance(target, dict):
+        for name, value in patch.items():
+            if name.startswith("$"):
+                continue
+            if value is None:
+                target.pop(name, None)
+            else:
+                target[name] = strategic_merge(target.get(name), value, name)
+        return target
+    if isinstance(patch, list) and isinstance(target, list) and key in MERGE_KEYS:
+        merge_key = MERGE_KEYS[key]
+        merged = list(target)
+        for item in patch:
+            if not isinstance(item, dict) or merge_key not in item:
+                continue
+            for index, existing in enumerate(merged):
+                if isinstance(existing, dict) and existing.get(merge_key) == item[merge_key]:
+                    merged[index] = strategic_merge(existing, item)
+                    break
+            else:
+                merged.append(item)
+        return merged
+    return copy.deepcopy(patch)
+
+
+async def _read_request(
+    conn: h11.Connection, reader: asyncio.StreamReader
+) -> tuple[h11.Request | None, bytes]:
+    request: h11.Request | None = None
+    body = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = await reader.read(65536)
+            conn.receive_data(data)
+            continue
+        if isinstance(event, h11.Request):
+            request = event
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            return request, body
+        elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+            return (request, body) if event is h11.PAUSED else (None, b"")
+
+
+async def _send(
+    conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: Any
+) -> None:
+    body = json.dumps(payload).encode()
+    data = conn.send(
+        h11.Response(
+            status_code=status,
+            headers=[("content-type", "application/json"), ("content-length", str(len(body)))],
+        )
+    )
+    data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
+    data += conn.send(h11.EndOfMessage()) or b""
+    writer.write(data)
+    await writer.drain()
+
+
+def _with_prefix(reader: asyncio.StreamReader, prefix: bytes) -> asyncio.StreamReader:
+    """`reader`, but yielding `prefix` (bytes h11 had already read) first."""
+    if not prefix:
+        return reader
+    joined = asyncio.StreamReader()
+    joined.feed_data(prefix)
+
+    async def pump() -> None:
+        while chunk := await reader.read(65536):
+            joined.feed_data(chunk)
+        joined.feed_eof()
+
+    task = asyncio.ensure_future(pump())
+    task.add_done_callback(lambda _: None)
+    return joined
