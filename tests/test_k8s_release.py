@@ -166,3 +166,25 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert tables == []
     assert not (k8s.root / "backups").exists()
     assert cluster.get_object(NS, "deployments", "web") is None
+
+
+def test_verify_on_k8s_checks_the_pod(k8s: Project, cluster: KubeAPIServer) -> None:
+    assert k8s.inv("db.upgrade", "--env", NS).code == 0
+    ok = json.loads(k8s.inv("db.verify", "--json", "--env", NS).stdout)
+    checks = {c["name"]: c for c in ok["checks"]}
+    assert ok["passed"] and checks["pod ready"]["detail"].startswith("postgres-0")
+    cluster.set_pod_ready(NS, "postgres-0", False)
+    failed = k8s.inv("db.verify", "--json", "--env", NS)
+    assert failed.code == 1
+    results = {c["name"]: c["result"] for c in json.loads(failed.stdout)["checks"]}
+    assert results["pod ready"] == "FAIL"
+
+
+def test_backup_to_another_directory(k8s: Project, tmp_path: Path) -> None:
+    assert k8s.inv("db.upgrade", "--env", NS).code == 0
+    made = k8s.inv("db.backup", "--output", str(tmp_path / "elsewhere"), "--env", NS)
+    assert made.code == 0, made.output
+    dump = Path(made.stdout.strip())
+    assert dump.parent == tmp_path / "elsewhere" / NS and dump.with_suffix(".json").exists()
+    listing = k8s.inv("db.backups", "--output", str(tmp_path / "elsewhere"), "--env", NS)
+    assert dump.name in listing.stdout
