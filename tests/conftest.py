@@ -149,6 +149,25 @@ class Project:
     def versions(self) -> Path:
         return self.root / "migrations" / "versions"
 
+    def popen(self, *argv: str) -> subprocess.Popen[str]:
+        """Start `inv ARGV...` in the background, output piped, as text."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "invoke", *argv],
+            cwd=self.root,
+            env=clean_environ(**self.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def branch_revision(self, rev: str, parent: str) -> None:
+        """An empty revision `rev` on top of `parent` (two of them make divergent heads)."""
+        (self.versions / f"{rev}_branch.py").write_text(
+            f'"""branch {rev}"""\n\nrevision = "{rev}"\ndown_revision = "{parent}"\n'
+            "branch_labels = None\ndepends_on = None\n\n\n"
+            "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
+        )
+
     def inv(self, *argv: str, timeout: float = 120, **env: str) -> Result:
         """Run `inv ARGV...` in the project as a user would."""
         return run(
@@ -231,14 +250,7 @@ def interrupt_during_slow_migration(project: Project, sig: int, *argv: str) -> R
     """Start `inv db.upgrade ARGV`, send `sig` once the slow migration runs; the result."""
     import time
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "db.upgrade", *argv],
-        cwd=project.root,
-        env=clean_environ(**project.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = project.popen("db.upgrade", *argv)
     assert proc.stderr is not None and proc.stdout is not None
     seen = ""
     try:

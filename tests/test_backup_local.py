@@ -4,15 +4,13 @@ exec) are in tests/test_k8s_release.py."""
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, Project, Server, clean_environ
+from tests.conftest import PASSWORD, Project, Server
 
 pytestmark = pytest.mark.e2e
 
@@ -163,14 +161,7 @@ def test_a_dump_stopped_midway_leaves_no_backup(
     assert project.inv("db.upgrade").code == 0
     before_pg_dumps = set(pids_of("pg_dump"))
     release, holder = hold_lock(project, database_url)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "db.backup"],
-        cwd=project.root,
-        env=clean_environ(**project.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = project.popen("db.backup")
     try:
         deadline = time.monotonic() + 30
         while not (set(pids_of("pg_dump")) - before_pg_dumps) and time.monotonic() < deadline:
@@ -222,16 +213,8 @@ def test_verify_passes_then_fails_each_check(
     assert PASSWORD not in down.output
 
     head = project.inv("db.heads").stdout.split()[0]
-    (project.versions / "branch.py").write_text(
-        f'revision = "cccccccccccc"\ndown_revision = "{head}"\nbranch_labels = None\n'
-        "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
-        "def downgrade() -> None:\n    pass\n"
-    )
-    (project.versions / "branch2.py").write_text(
-        f'revision = "dddddddddddd"\ndown_revision = "{head}"\nbranch_labels = None\n'
-        "depends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
-        "def downgrade() -> None:\n    pass\n"
-    )
+    project.branch_revision("cccccccccccc", head)
+    project.branch_revision("dddddddddddd", head)
     heads = json.loads(project.inv("db.verify", "--json").stdout)
     assert {c["name"]: c["result"] for c in heads["checks"]}["single head"] == "FAIL"
 

@@ -5,8 +5,6 @@ characters, which must never be printed."""
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,7 +15,6 @@ from tests.conftest import (
     Project,
     Server,
     add_slow_revision,
-    clean_environ,
     interrupt_during_slow_migration,
 )
 
@@ -147,14 +144,6 @@ def test_missing_migrations_directory(project: Project) -> None:
     assert_clean_failure(project.inv("db.history"), "no Alembic configuration")
 
 
-def branch_revision(project: Project, rev: str, parent: str) -> None:
-    (project.versions / f"{rev}_branch.py").write_text(
-        f'"""branch {rev}"""\n\nrevision = "{rev}"\ndown_revision = "{parent}"\n'
-        "branch_labels = None\ndepends_on = None\n\n\n"
-        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
-    )
-
-
 def initial_revision(project: Project) -> str:
     match = HEAD.search(project.inv("db.heads").stdout)
     assert match
@@ -163,8 +152,8 @@ def initial_revision(project: Project) -> str:
 
 def test_multiple_heads_then_merge(project: Project) -> None:
     root = initial_revision(project)
-    branch_revision(project, "aaaaaaaaaaaa", root)
-    branch_revision(project, "bbbbbbbbbbbb", root)
+    project.branch_revision("aaaaaaaaaaaa", root)
+    project.branch_revision("bbbbbbbbbbbb", root)
     assert_clean_failure(project.inv("db.upgrade"), "several heads", "inv db.merge")
 
     merged = project.inv("db.merge", "-m", "join branches")
@@ -232,17 +221,7 @@ def test_concurrent_upgrades_apply_each_revision_once(
 ) -> None:
     parent = project.inv("db.heads").stdout.split()[0]
     (project.versions / "overlap.py").write_text(CONCURRENT_REVISION.format(parent=parent))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "invoke", "db.upgrade"],
-            cwd=project.root,
-            env=clean_environ(**project.env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
+    procs = [project.popen("db.upgrade") for _ in range(4)]
     outputs = [proc.communicate(timeout=120) for proc in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out + err

@@ -113,6 +113,15 @@ class Kubectl:
             args += ["-l", selector]
         return dict(json.loads(self.run(*args, what=what)))
 
+    def get_existing(self, kind: str, name: str, *, hint: str) -> dict[str, Any]:
+        """`get`, where a missing object is told apart from a missing namespace."""
+        label = kind.capitalize()
+        try:
+            return self.get(kind, name, what=f"read {label} {name!r}")
+        except NotFoundError:
+            self.require_namespace()
+            raise KubectlError(f"{label} {name!r} does not exist in {self.where}; {hint}") from None
+
     def current_context(self) -> str:
         """The kubeconfig's current context, read once so later calls can name it."""
         output = self.run(
@@ -170,13 +179,7 @@ class Kubectl:
 
     def secret(self, name: str) -> dict[str, str]:
         """A Secret's data, base64-decoded, held in memory only."""
-        try:
-            secret = self.get("secret", name, what=f"read Secret {name!r}")
-        except NotFoundError:
-            self.require_namespace()
-            raise KubectlError(
-                f"Secret {name!r} does not exist in {self.where}; check KUBEMIGRATE_DB_SECRET"
-            ) from None
+        secret = self.get_existing("secret", name, hint="check KUBEMIGRATE_DB_SECRET")
         values: dict[str, str] = {}
         for key, encoded in (secret.get("data") or {}).items():
             try:
@@ -208,14 +211,9 @@ class Kubectl:
 
     def service_selector(self, name: str) -> str:
         """The pod selector of Service `name`, as a label selector string."""
-        try:
-            service = self.get("service", name, what=f"read Service {name!r}")
-        except NotFoundError:
-            self.require_namespace()
-            raise KubectlError(
-                f"Service {name!r} does not exist in {self.where}; check KUBEMIGRATE_DB_SERVICE "
-                "or set KUBEMIGRATE_DB_SELECTOR"
-            ) from None
+        service = self.get_existing(
+            "service", name, hint="check KUBEMIGRATE_DB_SERVICE or set KUBEMIGRATE_DB_SELECTOR"
+        )
         selector = service.get("spec", {}).get("selector") or {}
         if not selector:
             raise KubectlError(f"Service {name!r} has no pod selector; set KUBEMIGRATE_DB_SELECTOR")

@@ -302,16 +302,21 @@ def _describe(diff: Any) -> str:
     return str(diff)
 
 
-def _require_head(config: Config) -> None:
-    connection = config.attributes["connection"]
+def not_at_head(config: Config, connection: Connection) -> str | None:
+    """None when the database is at the migrations' head(s), else where it is instead."""
     wanted = set(scripts(config).get_heads())
     have = set(current_heads(connection))
-    if have != wanted:
-        at = ", ".join(sorted(have)) or "base (empty)"
-        raise MigrationError(
-            f"the database is at {at}, not at head ({', '.join(sorted(wanted))}); "
-            "run `inv db.upgrade` first"
-        )
+    if have == wanted:
+        return None
+    at = ", ".join(sorted(have)) or "base (empty)"
+    return f"at {at}, not at head ({', '.join(sorted(wanted))})"
+
+
+def _require_head(config: Config) -> None:
+    connection = config.attributes["connection"]
+    gap = not_at_head(config, connection)
+    if gap:
+        raise MigrationError(f"the database is {gap}; run `inv db.upgrade` first")
     connection.rollback()  # end the read's implicit transaction before Alembic starts its own
 
 

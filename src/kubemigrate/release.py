@@ -65,17 +65,15 @@ journal = Journal()
 
 def require_head(settings: Settings) -> None:
     """Fail unless the database is at the migrations' head."""
-    from kubemigrate.migrations import alembic_config, current_heads, scripts
+    from kubemigrate.migrations import alembic_config, not_at_head
     from kubemigrate.target import connect, database
 
-    wanted = set(scripts(alembic_config(settings)).get_heads())
+    config = alembic_config(settings)
     with connect(database(settings)) as connection:
-        have = set(current_heads(connection))
-    if have != wanted:
-        at = ", ".join(sorted(have)) or "base (empty)"
+        gap = not_at_head(config, connection)
+    if gap:
         raise DeployError(
-            f"the database is at {at}, not at head ({', '.join(sorted(wanted))}); run "
-            "`inv db.upgrade` first, or pass --skip-db-check"
+            f"the database is {gap}; run `inv db.upgrade` first, or pass --skip-db-check"
         )
 
 
