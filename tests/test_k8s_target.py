@@ -5,7 +5,9 @@ Credentials live only in the Secret; the password has every URL-breaking charact
 each task no kubectl process may remain.
 """
 
+import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from tests.conftest import (
     Server,
     add_slow_revision,
     interrupt_during_slow_migration,
+    kubectl_processes,
 )
 from tests.kubeapi.api import KubeAPIServer
 
@@ -222,3 +225,64 @@ def test_signal_during_a_migration_closes_the_tunnel(
     rows = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
     assert rows == [(parent,)]  # the slow migration was rolled back
     # the k8s fixture checks that no kubectl process is left
+
+
+SLEEPY = '''\
+"""sleepy"""
+
+from alembic import op
+
+revision = "5eea5eea5eea"
+down_revision = "{parent}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE half_done (id int)")
+    op.execute("SELECT pg_sleep(4)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE half_done")
+'''
+
+
+def test_tunnel_killed_during_a_migration(k8s: Project, pg_server: Server, database: str) -> None:
+    parent = k8s.inv("db.heads").stdout.split()[0]
+    assert k8s.inv("db.upgrade", "--env", NS).code == 0
+    (k8s.versions / "sleepy.py").write_text(SLEEPY.format(parent=parent))
+    proc = k8s.popen("db.upgrade", "--env", NS)
+    assert proc.stderr is not None
+    seen = ""
+    while "5eea5eea5eea, sleepy" not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    time.sleep(0.3)
+    forwarders = [
+        pid
+        for pid in kubectl_processes(k8s.kubeconfig)
+        if b"port-forward" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(forwarders) == 1
+    killed_at = time.monotonic()
+    os.kill(forwarders[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - killed_at < 3, "the task should fail within seconds"
+    assert proc.returncode == 1
+    assert "error: lost the connection to the cluster: kubectl port-forward exited" in err
+    assert "rolled back, run the task again" in err and "Traceback" not in err
+
+    def state() -> tuple[object, ...]:
+        version = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
+        half = pg_server.execute("SELECT to_regclass('half_done')", database=database)
+        return version[0][0], half[0][0]
+
+    deadline = time.monotonic() + 10  # the server notices the vanished client within a second
+    while state() != (parent, None) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state() == (parent, None)
+    rerun = k8s.inv("db.upgrade", "--env", NS)
+    assert rerun.code == 0, rerun.output
+    assert state() == ("5eea5eea5eea", "half_done")

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy import URL
 
 
-def tunnelled_url(settings: Settings, stack: ExitStack) -> URL:
-    """Open a port-forward to the bundled database (kept open by `stack`); its URL."""
+def tunnelled_url(settings: Settings, stack: ExitStack) -> tuple[URL, PortForward]:
+    """Open a port-forward to the bundled database (kept open by `stack`); URL and tunnel."""
     kubectl = Kubectl.from_settings(settings)
     credentials = _credentials(settings, kubectl)
     resource = _forward_target(settings, kubectl)
@@ -38,7 +38,7 @@ def tunnelled_url(settings: Settings, stack: ExitStack) -> URL:
         f"on 127.0.0.1:{tunnel.local_port}",
         file=sys.stderr,
     )
-    return credentials.set(host="127.0.0.1", port=tunnel.local_port)
+    return credentials.set(host="127.0.0.1", port=tunnel.local_port), tunnel
 
 
 def external_url(settings: Settings) -> URL:

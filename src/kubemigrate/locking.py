@@ -12,6 +12,7 @@ behind the application's locks fails instead of blocking the application.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 import time
@@ -53,7 +54,15 @@ def migration_lock(db: Database, wait: float) -> Iterator[None]:
         try:
             yield
         finally:
-            connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
+            _release(connection)
+
+
+def _release(connection: Connection) -> None:
+    """Unlock; a connection that is already gone released the lock with its session."""
+    from sqlalchemy.exc import DBAPIError
+
+    with contextlib.suppress(DBAPIError):
+        connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
 
 
 def _acquire(connection: Connection, wait: float) -> None:

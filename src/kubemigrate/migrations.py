@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from kubemigrate.errors import DatabaseError, MigrationError, SettingsError
 from kubemigrate.settings import Settings
-from kubemigrate.target import connect, database, driver_message
+from kubemigrate.target import Database, connect, database, driver_message
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -85,7 +85,7 @@ def scripts(config: Config) -> ScriptDirectory:
 
 
 @contextmanager
-def _alembic_errors() -> Iterator[None]:
+def _alembic_errors(db: Database | None = None) -> Iterator[None]:
     """Turn Alembic's and the driver's exceptions into one-line user errors."""
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
@@ -95,6 +95,11 @@ def _alembic_errors() -> Iterator[None]:
     except CommandError as exc:
         raise MigrationError(_advice(str(exc))) from None
     except DBAPIError as exc:
+        lost = db.lost(within=1) if db is not None else None
+        if lost:
+            raise DatabaseError(
+                f"{lost}; the migration in progress was rolled back, run the task again"
+            ) from None
         message = driver_message(exc)
         hint = ""
         if "lock timeout" in message:
@@ -147,7 +152,7 @@ def _online(
                 lock_timeout=settings.lock_timeout,
                 statement_timeout=settings.statement_timeout,
             )
-        stack.enter_context(_alembic_errors())
+        stack.enter_context(_alembic_errors(db))
         config.attributes["connection"] = connection
         yield config
 

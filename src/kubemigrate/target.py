@@ -27,6 +27,8 @@ from kubemigrate.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import URL, Connection
 
+    from kubemigrate.tunnel import PortForward
+
 APPLICATION_NAME = "kubemigrate"
 
 
@@ -37,6 +39,17 @@ class Database:
     url: URL
     environment: str
     connect_timeout: float
+    tunnel: PortForward | None = None
+
+    def lost(self, within: float = 0) -> str | None:
+        """Why the connection to the cluster is gone, if the tunnel's kubectl has exited
+        (waiting up to `within` seconds for it to be gone)."""
+        if self.tunnel is None or not self.tunnel.exited(within):
+            return None
+        return (
+            f"lost the connection to the cluster: kubectl port-forward exited "
+            f"({self.tunnel.exit_reason()})"
+        )
 
     @property
     def shown(self) -> str:
@@ -92,7 +105,8 @@ class Session:
 
     def database(self, settings: Settings) -> Database:
         key = (settings.environment, settings.target)
-        if key not in self.databases:
+        known = self.databases.get(key)
+        if known is None or known.lost():  # a dropped tunnel is opened again for the next task
             self.databases[key] = _resolve(settings, self.stack)
         return self.databases[key]
 
@@ -127,17 +141,22 @@ def database(settings: Settings) -> Database:
 
 
 def _resolve(settings: Settings, stack: ExitStack) -> Database:
-    url = _url(settings, stack)
-    return Database(
-        url=url, environment=settings.environment, connect_timeout=settings.connect_timeout
-    )
-
-
-def _url(settings: Settings, stack: ExitStack) -> URL:
+    tunnel = None
     if settings.target == "k8s":
         from kubemigrate.cluster import tunnelled_url
 
-        return tunnelled_url(settings, stack)
+        url, tunnel = tunnelled_url(settings, stack)
+    else:
+        url = _direct_url(settings)
+    return Database(
+        url=url,
+        environment=settings.environment,
+        connect_timeout=settings.connect_timeout,
+        tunnel=tunnel,
+    )
+
+
+def _direct_url(settings: Settings) -> URL:
     if settings.database_url:
         return parse_url(settings.database_url, settings.source("database_url"))
     if settings.db_host:

@@ -105,6 +105,20 @@ class PortForward:
     def alive(self) -> bool:
         return self.process is not None and self.process.is_alive()
 
+    def exited(self, within: float = 1.0) -> bool:
+        """Whether kubectl has exited, waiting up to `within` seconds: a connection through
+        the tunnel sees its end a moment before the process is gone."""
+        if self.process is None:
+            return True
+        return _wait(self.process, within)
+
+    def exit_reason(self) -> str:
+        """What kubectl said before it exited, or its exit code."""
+        if self._stderr:
+            return self.kubectl.error("\n".join(self._stderr), "forward").message.split(": ", 1)[-1]
+        code = self.process.exit_code if self.process is not None else None
+        return f"exit code {code}" if code is not None else "it exited"
+
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
