@@ -227,6 +227,13 @@ def current_heads(connection: Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
+def database_revision(settings: Settings) -> str | None:
+    """The database's single current revision; None at base (or with several heads)."""
+    with connect(database(settings)) as connection:
+        heads = current_heads(connection)
+    return heads[0] if len(heads) == 1 else None
+
+
 def history(settings: Settings, *, verbose: bool = False, rev_range: str | None = None) -> None:
     """Print the migrations, newest first."""
     from alembic import command

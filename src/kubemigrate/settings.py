@@ -68,6 +68,15 @@ def _seconds_or_off(value: str) -> float:
     return number
 
 
+def _flag(value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _target(value: str) -> str:
     if value not in TARGETS:
         raise ValueError(f"must be one of {', '.join(TARGETS)}")
@@ -319,6 +328,22 @@ SETTINGS: tuple[Setting, ...] = (
         "PostgreSQL statement_timeout of migration sessions, in seconds (0: none).",
     ),
     Setting(
+        "KUBEMIGRATE_PROTECTED",
+        "protected",
+        "false",
+        _flag,
+        "true for environments like production: downgrade, stamp, restore and merge ask for "
+        "confirmation (--yes in pipelines), and upgrade runs `db.lint` first.",
+    ),
+    Setting(
+        "KUBEMIGRATE_LINT_EXCLUDE",
+        "lint_exclude",
+        "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
+        "prefer-identity,prefer-text-field,prefer-timestamptz",
+        _names,
+        "squawk rules `db.lint` leaves out (style rather than safety).",
+    ),
+    Setting(
         "KUBEMIGRATE_TUNNEL_TIMEOUT",
         "tunnel_timeout",
         "30",
@@ -370,6 +395,8 @@ class Settings:
     lock_wait: float
     lock_timeout: float
     statement_timeout: float
+    protected: bool
+    lint_exclude: tuple[str, ...]
     tunnel_timeout: float
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -501,7 +528,7 @@ def _parse(setting: Setting, text: str, origin: str) -> Any:
         return setting.parse(text)
     except ValueError as exc:
         shown = "" if setting.secret else f" {text!r}"
-        reason = str(exc) if setting.parse in (_target, _environment) else _expected(setting)
+        reason = str(exc) if setting.parse in (_target, _environment, _flag) else _expected(setting)
         raise SettingsError(f"{setting.name}{shown} from {origin} is not valid: {reason}") from None
 
 

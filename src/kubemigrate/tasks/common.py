@@ -42,6 +42,14 @@ def confirmation(yes: bool) -> Callable[[str], bool]:
     return confirm
 
 
+def confirm_if_protected(settings: Settings, question: str, yes: bool) -> None:
+    """On a protected environment, ask (or take --yes); a 'no' changes nothing."""
+    if settings.protected and not confirmation(yes)(
+        f"{question} ({settings.environment} is protected)"
+    ):
+        raise KubemigrateError("cancelled; nothing was changed")
+
+
 def _with_note(message: str, step: str) -> str:
     """The error, followed (on its own line) by what this invocation's release did so far."""
     from kubemigrate.release import journal

@@ -1,0 +1,91 @@
+"""Unsafe operations in pending migrations, found by the squawk linter.
+
+The pending migrations are rendered as SQL offline (as `inv db.upgrade --sql` does), preceded
+by the lock and statement timeouts kubemigrate sets on migration sessions, and given to
+`squawk`. Each finding is attributed to the revision whose SQL contains it. Style rules
+(`KUBEMIGRATE_LINT_EXCLUDE`) are left out, so what remains is what can block or break a live
+application: a NOT NULL column without a default, a non-concurrent index, a type change that
+rewrites a table, dropped columns or tables...
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubemigrate.errors import KubemigrateError
+from kubemigrate.settings import Settings
+
+FINDING = re.compile(r"^.*?:(?P<line>\d+):\d+: (?P<level>\w+): (?P<rule>[\w-]+) (?P<message>.*)$")
+MIGRATION = re.compile(r"^-- Running upgrade .*-> (?P<revision>\w+)")
+
+
+@dataclass(frozen=True)
+class Finding:
+    revision: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.revision}: {self.rule}: {self.message}"
+
+
+def squawk() -> str:
+    """The squawk binary: on PATH, or beside this Python (the project's environment)."""
+    found = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise KubemigrateError("squawk not found: install the squawk-cli package (uv sync)")
+    return found
+
+
+def pending_sql(settings: Settings, start: str | None) -> str:
+    """The SQL of the migrations after revision `start` (None: all), with our timeouts first."""
+    from kubemigrate.locking import _ms
+    from kubemigrate.migrations import upgrade_sql
+
+    out = io.StringIO()
+    upgrade_sql(settings, start, out)
+    prelude = (
+        f"SET lock_timeout = '{_ms(settings.lock_timeout)}';\n"
+        f"SET statement_timeout = '{_ms(settings.statement_timeout)}';\n"
+    )
+    return prelude + out.getvalue()
+
+
+def lint(settings: Settings, start: str | None) -> list[Finding]:
+    """squawk's findings on the migrations after `start`, style rules excluded."""
+    sql = pending_sql(settings, start)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "pending.sql"
+        path.write_text(sql)
+        argv = [squawk(), "--reporter", "gcc", "--pg-version", "16"]
+        if settings.lint_exclude:
+            argv += ["--exclude", ",".join(settings.lint_exclude)]
+        result = subprocess.run([*argv, str(path)], capture_output=True, text=True, timeout=120)
+    if result.returncode not in (0, 1):
+        raise KubemigrateError(f"squawk failed: {(result.stderr or result.stdout).strip()}")
+    revisions = _revision_by_line(sql)
+    findings = []
+    for line in result.stdout.splitlines():
+        match = FINDING.match(line)
+        if match:
+            number = int(match["line"])
+            findings.append(Finding(revisions.get(number, "?"), match["rule"], match["message"]))
+    return findings
+
+
+def _revision_by_line(sql: str) -> dict[int, str]:
+    """0-based line number (squawk's) -> the revision whose SQL it belongs to."""
+    owners, current = {}, "prelude"
+    for number, line in enumerate(sql.splitlines()):
+        match = MIGRATION.match(line)
+        if match:
+            current = match["revision"]
+        owners[number] = current
+    return owners

@@ -1,0 +1,100 @@
+"""Dangerous migrations and protected environments: squawk's findings stop an upgrade on a
+protected environment; downgrade, stamp and merge ask there, and refuse without a terminal."""
+
+import pytest
+
+from tests.conftest import Project, Server
+
+pytestmark = pytest.mark.e2e
+
+UNSAFE = '''\
+"""unsafe"""
+
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0badc0ffee00"
+down_revision = "{parent}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("book", sa.Column("isbn", sa.Text(), nullable=False))
+    op.create_index("ix_book_title", "book", ["title"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_book_title", table_name="book")
+    op.drop_column("book", "isbn")
+'''
+
+
+def add_unsafe_revision(project: Project) -> str:
+    parent = project.inv("db.heads").stdout.split()[0]
+    (project.versions / "unsafe.py").write_text(UNSAFE.format(parent=parent))
+    return parent
+
+
+def version(server: Server, database: str) -> object:
+    return server.execute("SELECT version_num FROM alembic_version", database=database)[0][0]
+
+
+def test_lint_reports_unsafe_operations_by_revision(project: Project) -> None:
+    assert project.inv("db.upgrade").code == 0
+    add_unsafe_revision(project)
+    result = project.inv("db.lint")
+    assert result.code == 1, result.output
+    assert "0badc0ffee00: adding-required-field" in result.stdout
+    assert "0badc0ffee00: require-concurrent-index-creation" in result.stdout
+    assert "error: 2 unsafe operation(s)" in result.stderr
+    assert "f2030d31309f" not in result.stdout  # only what is pending
+
+
+def test_protected_upgrade_stops_on_lint_unless_forced(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    parent = add_unsafe_revision(project)
+    protected = {"KUBEMIGRATE_PROTECTED": "true"}
+    refused = project.inv("db.upgrade", **protected)
+    assert refused.code == 1
+    assert "lint: 0badc0ffee00: adding-required-field" in refused.stderr
+    assert "is protected and 2 pending operation(s) are unsafe" in refused.stderr
+    assert version(pg_server, database) == parent
+    forced = project.inv("db.upgrade", "--force", **protected)
+    assert forced.code == 0, forced.output
+    assert version(pg_server, database) == "0badc0ffee00"
+
+
+def test_unprotected_upgrade_does_not_lint(project: Project) -> None:
+    add_unsafe_revision(project)
+    assert project.inv("db.upgrade").code == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["db.downgrade", "-1"], ["db.stamp", "base"]],
+    ids=["downgrade", "stamp"],
+)
+def test_protected_changes_need_confirmation(
+    project: Project, pg_server: Server, database: str, argv: list[str]
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    head = version(pg_server, database)
+    refused = project.inv(*argv, KUBEMIGRATE_PROTECTED="true")
+    assert refused.code == 1
+    assert "needs confirmation and there is no terminal" in refused.stderr
+    assert version(pg_server, database) == head
+    assert project.inv(*argv, "--yes", KUBEMIGRATE_PROTECTED="true").code == 0
+    assert pg_server.execute("SELECT version_num FROM alembic_version", database=database) == []
+
+
+def test_protected_merge_needs_confirmation(project: Project) -> None:
+    head = project.inv("db.heads").stdout.split()[0]
+    project.branch_revision("aaaaaaaaaaaa", head)
+    project.branch_revision("bbbbbbbbbbbb", head)
+    refused = project.inv("db.merge", "-m", "join", KUBEMIGRATE_PROTECTED="true")
+    assert refused.code == 1 and "needs confirmation" in refused.stderr
+    assert len(list(project.versions.glob("*join*.py"))) == 0
+    assert project.inv("db.merge", "-m", "join", "--yes", KUBEMIGRATE_PROTECTED="1").code == 0
