@@ -56,13 +56,12 @@ def test_protected_upgrade_stops_on_lint_unless_forced(
 ) -> None:
     assert project.inv("db.upgrade").code == 0
     parent = add_unsafe_revision(project)
-    protected = {"KUBEMIGRATE_PROTECTED": "true"}
-    refused = project.inv("db.upgrade", **protected)
+    refused = project.inv("db.upgrade", KUBEMIGRATE_PROTECTED="true")
     assert refused.code == 1
     assert "lint: 0badc0ffee00: adding-required-field" in refused.stderr
     assert "is protected and 2 pending operation(s) are unsafe" in refused.stderr
     assert version(pg_server, database) == parent
-    forced = project.inv("db.upgrade", "--force", **protected)
+    forced = project.inv("db.upgrade", "--force", KUBEMIGRATE_PROTECTED="true")
     assert forced.code == 0, forced.output
     assert version(pg_server, database) == "0badc0ffee00"
 
