@@ -1,0 +1,88 @@
+"""The password never leaves the processes that need it.
+
+With a sentinel password (the suite's, full of `@ : / % ' "` and spaces) read from a Secret, run
+upgrade, backup, restore and verify through the tunnel, plus an error path and invoke's debug
+output, while a thread reads every process's command line and environment. The sentinel may
+appear only in the environment of pg_dump / pg_restore (the one child that needs it), never in
+a command line, in anything printed, or in any file written.
+"""
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NS, PASSWORD, Project
+
+pytestmark = pytest.mark.e2e
+
+SENTINEL = PASSWORD.encode()
+MAY_HOLD_IT = (b"pg_dump", b"pg_restore")  # in their environment only
+
+
+class ProcessWatcher(threading.Thread):
+    """Reads /proc/*/cmdline and /proc/*/environ of every process until stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.leaks: list[str] = []
+        self.holders: set[bytes] = set()  # programs seen holding it where they may
+        self.seen = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit() or entry.name == str(threading.get_native_id()):
+                    continue
+                try:
+                    cmdline = (entry / "cmdline").read_bytes()
+                    environ = (entry / "environ").read_bytes()
+                except OSError:
+                    continue
+                self.seen += 1
+                if SENTINEL in cmdline:
+                    self.leaks.append(f"command line of {cmdline!r}")
+                program = Path(cmdline.split(b"\0")[0].decode(errors="replace")).name.encode()
+                if SENTINEL in environ:
+                    if program in MAY_HOLD_IT:
+                        self.holders.add(program)
+                    else:
+                        self.leaks.append(f"environment of {cmdline[:80]!r}")
+            time.sleep(0.002)
+
+
+def test_the_password_stays_where_it_belongs(k8s: Project, tmp_path: Path) -> None:
+    watcher = ProcessWatcher()
+    watcher.start()
+    outputs = []
+    try:
+        outputs.append(k8s.inv("--debug", "db.upgrade", "--env", NS))
+        backup = k8s.inv("db.backup", "--env", NS)
+        outputs.append(backup)
+        outputs.append(k8s.inv("db.restore", backup.stdout.strip(), "--yes", "--env", NS))
+        outputs.append(k8s.inv("db.verify", "--json", "--env", NS))
+        outputs.append(k8s.inv("release", "--dry-run", "--env", NS))
+        # An error path: the wrong database name makes the server refuse after authentication.
+        outputs.append(
+            k8s.inv(
+                "db.current",
+                "--env",
+                NS,
+                KUBEMIGRATE_SECRET_DATABASE_KEY="x",
+                KUBEMIGRATE_DB_NAME="no_such_database",
+            )
+        )
+    finally:
+        watcher.stop.set()
+        watcher.join(10)
+    assert [r.code for r in outputs] == [0, 0, 0, 0, 0, 1], [r.output for r in outputs]
+    assert watcher.leaks == []
+    # It really looked: it saw the password where it belongs, in pg_dump's environment.
+    assert b"pg_dump" in watcher.holders
+    for result in outputs:
+        assert PASSWORD not in result.output
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SENTINEL not in path.read_bytes(), path
