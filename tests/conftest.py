@@ -168,13 +168,13 @@ class Project:
             "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
         )
 
-    def inv(self, *argv: str, timeout: float = 120, **env: str) -> Result:
-        """Run `inv ARGV...` in the project as a user would."""
+    def inv(self, *argv: str, **env: str) -> Result:
+        """Run `inv ARGV...` in the project as a user would (`env` adds variables)."""
         return run(
             [sys.executable, "-m", "invoke", *argv],
             cwd=self.root,
             env={**self.env, **env},
-            timeout=timeout,
+            timeout=180,
         )
 
 
