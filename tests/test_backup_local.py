@@ -3,6 +3,7 @@ pgserver), end to end through the tasks. The k8s variants (pg_dump in the pod th
 exec) are in tests/test_k8s_release.py."""
 
 import json
+import os
 import signal
 import threading
 import time
@@ -154,27 +155,31 @@ def hold_lock(project: Project, database_url: str) -> tuple[threading.Event, thr
     return release, thread
 
 
-@pytest.mark.parametrize("how", ["interrupt the task", "kill pg_dump"])
+def started(name: str, before: set[int]) -> int:
+    """The pid of the first new process called `name`, waiting up to 30 s for it."""
+    deadline = time.monotonic() + 30
+    while not (set(pids_of(name)) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (pid,) = set(pids_of(name)) - before
+    return pid
+
+
+@pytest.mark.parametrize(("how", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("kill pg_dump", 1)])
 def test_a_dump_stopped_midway_leaves_no_backup(
-    project: Project, database_url: str, how: str
+    project: Project, database_url: str, how: str, code: int
 ) -> None:
     assert project.inv("db.upgrade").code == 0
-    before_pg_dumps = set(pids_of("pg_dump"))
-    release, holder = hold_lock(project, database_url)
+    before = set(pids_of("pg_dump"))
+    release, holder = hold_lock(project, database_url)  # pg_dump waits for the table's lock
     proc = project.popen("db.backup")
     try:
-        deadline = time.monotonic() + 30
-        while not (set(pids_of("pg_dump")) - before_pg_dumps) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        (dumper,) = set(pids_of("pg_dump")) - before_pg_dumps
+        dumper = started("pg_dump", before)
         partials = list((project.root / "backups" / "local").glob(".*.partial"))
         assert partials, "the dump should be in progress under a temporary name"
         if how == "kill pg_dump":
-            import os
-
             os.kill(dumper, signal.SIGKILL)
         else:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(getattr(signal, how))
         out, err = proc.communicate(timeout=30)
     finally:
         release.set()
@@ -182,11 +187,40 @@ def test_a_dump_stopped_midway_leaves_no_backup(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode in (1, 130), out + err
+    assert proc.returncode == code, out + err
     assert "Traceback" not in err
     assert "pg_dump" in err if how == "kill pg_dump" else "interrupted" in err
     assert dumps(project) == [], dumps(project)
-    assert not (set(pids_of("pg_dump")) - before_pg_dumps)
+    assert not (set(pids_of("pg_dump")) - before)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_restore_changes_nothing(
+    project: Project, pg_server: Server, database: str, database_url: str, sig: int, code: int
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    seed(pg_server, database, users=7)
+    dump = Path(project.inv("db.backup").stdout.strip())
+    pg_server.execute("DELETE FROM book WHERE id > 3", database=database)
+    before = counts(pg_server, database)
+    known = set(pids_of("pg_restore"))
+    release, holder = hold_lock(project, database_url)  # pg_restore --clean waits to drop it
+    proc = project.popen("db.restore", str(dump), "--yes")
+    try:
+        started("pg_restore", known)
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        holder.join(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (set(pids_of("pg_restore")) - known)
+    assert counts(pg_server, database) == before  # one transaction: all or nothing
 
 
 def test_verify_passes_then_fails_each_check(

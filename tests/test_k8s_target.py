@@ -286,3 +286,54 @@ def test_tunnel_killed_during_a_migration(k8s: Project, pg_server: Server, datab
     rerun = k8s.inv("db.upgrade", "--env", NS)
     assert rerun.code == 0, rerun.output
     assert state() == ("5eea5eea5eea", "half_done")
+
+
+RESTART_TASK = '''
+
+@task(name="restart-db")
+def restart_db(c):
+    """Test only: restart the database between two chained tasks."""
+    from kubemigrate.embedded import EmbeddedPostgres
+
+    EmbeddedPostgres(Path({data!r})).restart()
+
+
+ns.add_task(restart_db)
+'''
+
+
+def test_database_restart_between_chained_tasks(
+    k8s: Project, cluster: KubeAPIServer, tmp_path: Path
+) -> None:
+    from kubemigrate.embedded import EmbeddedPostgres
+    from tests.kubeapi.api import Container
+
+    server = EmbeddedPostgres(tmp_path / "restartable")  # trusts local connections
+    status = server.start()
+    try:
+        server.ensure_database("app")
+        cluster.add_pod(
+            NS,
+            "restartable-0",
+            labels={"app": "restartable"},
+            containers=[Container(name="postgres", ports={"postgresql": 5432})],
+            port_targets={5432: ("127.0.0.1", status.port or 0)},
+        )
+        cluster.add_secret(
+            NS, "restartable", {"username": "postgres", "password": "unused", "database": "app"}
+        )
+        tasks = k8s.root / "tasks.py"
+        tasks.write_text(
+            "from pathlib import Path\n\nfrom invoke import task\n\n"
+            + tasks.read_text()
+            + RESTART_TASK.format(data=str(server.data_dir))
+        )
+        env = {"KUBEMIGRATE_DB_SELECTOR": "app=restartable", "KUBEMIGRATE_DB_SECRET": "restartable"}
+        started = time.monotonic()
+        result = k8s.inv("db.upgrade", "--env", NS, "restart-db", "db.verify", "--env", NS, **env)
+        assert time.monotonic() - started < 60
+        assert result.code == 0, result.output
+        assert result.stderr.count("Tunnel to") == 1  # the tunnel survived; a new session
+        assert "at head" in result.stdout
+    finally:
+        server.stop()

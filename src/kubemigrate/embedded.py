@@ -119,6 +119,12 @@ class EmbeddedPostgres:
         self._pg_ctl("stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT))
         return True
 
+    def restart(self) -> Status:
+        """Restart the server on the same port (fast shutdown: sessions are ended)."""
+        self._pg_ctl("restart", "-w", "-m", "fast", "-t", str(START_TIMEOUT),
+                     "-l", str(self.data_dir / "server.log"))
+        return self.status()
+
     def ensure_database(self, name: str) -> None:
         """Create database `name` if it does not exist."""
         import psycopg2
