@@ -121,8 +121,16 @@ class EmbeddedPostgres:
 
     def restart(self) -> Status:
         """Restart the server on the same port (fast shutdown: sessions are ended)."""
-        self._pg_ctl("restart", "-w", "-m", "fast", "-t", str(START_TIMEOUT),
-                     "-l", str(self.data_dir / "server.log"))
+        self._pg_ctl(
+            "restart",
+            "-w",
+            "-m",
+            "fast",
+            "-t",
+            str(START_TIMEOUT),
+            "-l",
+            str(self.data_dir / "server.log"),
+        )
         return self.status()
 
     def ensure_database(self, name: str) -> None:
