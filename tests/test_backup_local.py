@@ -260,3 +260,19 @@ def test_verify_reports_model_drift(project: Project, pg_server: Server, databas
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["models match"]["result"] == "FAIL"
     assert "author" in checks["models match"]["detail"]
+
+
+def test_progress_line_on_terminals_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kubemigrate import backup
+
+    meter = backup.Progress(enabled=True)
+    meter.add(2_500_000)
+    shown = capsys.readouterr().err
+    assert "2.5 MB" in shown and "/s" in shown
+    monkeypatch.setenv("CI", "true")
+    assert backup._show_progress() is False
+    quiet = backup.Progress(enabled=False)
+    quiet.add(10)
+    assert capsys.readouterr().err == ""

@@ -22,6 +22,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("book", sa.Column("isbn", sa.Text(), nullable=False))
     op.create_index("ix_book_title", "book", ["title"])
+    op.alter_column("book", "author", type_=sa.Text())
 
 
 def downgrade() -> None:
@@ -47,7 +48,8 @@ def test_lint_reports_unsafe_operations_by_revision(project: Project) -> None:
     assert result.code == 1, result.output
     assert "0badc0ffee00: adding-required-field" in result.stdout
     assert "0badc0ffee00: require-concurrent-index-creation" in result.stdout
-    assert "error: 2 unsafe operation(s)" in result.stderr
+    assert "0badc0ffee00: changing-column-type" in result.stdout
+    assert "error: 3 unsafe operation(s)" in result.stderr
     assert "f2030d31309f" not in result.stdout  # only what is pending
 
 
@@ -59,7 +61,7 @@ def test_protected_upgrade_stops_on_lint_unless_forced(
     refused = project.inv("db.upgrade", KUBEMIGRATE_PROTECTED="true")
     assert refused.code == 1
     assert "lint: 0badc0ffee00: adding-required-field" in refused.stderr
-    assert "is protected and 2 pending operation(s) are unsafe" in refused.stderr
+    assert "is protected and 3 pending operation(s) are unsafe" in refused.stderr
     assert version(pg_server, database) == parent
     forced = project.inv("db.upgrade", "--force", KUBEMIGRATE_PROTECTED="true")
     assert forced.code == 0, forced.output

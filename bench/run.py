@@ -1,0 +1,49 @@
+"""Run the benchmarks, print a table and write bench/results.md.
+
+uv run python -m bench.run              # the full run (a few minutes)
+uv run python -m bench.run --quick      # one repetition, small sizes (the suite's smoke test)
+"""
+
+import argparse
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import noop_upgrade, scaling, startup
+from bench.timing import HEADER, Result
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one repetition, small sizes")
+    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    reps = 1 if args.quick else args.repetitions
+    results: list[Result] = []
+    results += startup.measure(reps)
+    results += noop_upgrade.measure(reps)
+    results += scaling.measure(reps, counts=(2,) if args.quick else (1, 10, 100, 500))
+    table = "\n".join([HEADER, *(r.row() for r in results)])
+    print(table)
+    if not args.quick:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        args.output.write_text(
+            f"# Benchmark results\n\n{stamp}, {platform.machine()}, {_cores()} cores, Python "
+            f"{platform.python_version()}; {reps} alternating repetitions per side.\n"
+            f"Reproduce with `uv run python -m bench.run`.\n\n{table}\n"
+        )
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

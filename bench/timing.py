@@ -1,0 +1,133 @@
+"""Shared by the benchmarks: timing commands, and a scratch project on a private PostgreSQL.
+
+Every measure is a ratio against the bare tool timed in the same run, over several
+repetitions taken in alternation (so drift in the machine's load hits both sides alike);
+a result reports both medians, the ratio of medians and the spread (min-max) of each side.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+
+
+@dataclass(frozen=True)
+class Result:
+    measure: str
+    ours: list[float]
+    bare: list[float]
+    target: str
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.bare)
+
+    def row(self) -> str:
+        def show(samples: list[float]) -> str:
+            return (
+                f"{statistics.median(samples) * 1000:.0f} ms "
+                f"({min(samples) * 1000:.0f}-{max(samples) * 1000:.0f})"
+            )
+
+        return (
+            f"| {self.measure} | {show(self.ours)} | {show(self.bare)} | "
+            f"{self.ratio:.2f}x | {self.target} |"
+        )
+
+
+HEADER = (
+    "| measure | kubemigrate: median (min-max) | bare tool: median (min-max) | ratio | "
+    "target |\n| --- | --- | --- | --- | --- |"
+)
+
+
+def timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def alternate(
+    ours: Callable[[], object],
+    bare: Callable[[], object],
+    repetitions: int,
+    before: Callable[[], object] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Time both sides `repetitions` times, alternating, after one untimed warm-up each;
+    `before` runs, untimed, before every run of either side."""
+    prepare = before or (lambda: None)
+    for side in (ours, bare):
+        prepare()
+        side()
+    mine, theirs = [], []
+    for _ in range(repetitions):
+        prepare()
+        mine.append(timed(ours))
+        prepare()
+        theirs.append(timed(bare))
+    return mine, theirs
+
+
+def command(argv: list[str], cwd: Path, env: dict[str, str]) -> Callable[[], None]:
+    """A callable running `argv`, failing loudly if it fails."""
+
+    def run() -> None:
+        result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"{argv} failed: {result.stderr.decode()[-500:]}")
+
+    return run
+
+
+@dataclass
+class Scratch:
+    """A copy of the project, and a private PostgreSQL with one database for it."""
+
+    root: Path
+    url: str
+    env: dict[str, str]
+
+    def inv(self, *argv: str) -> list[str]:
+        return [PYTHON, "-m", "invoke", *argv]
+
+
+@contextmanager
+def scratch() -> Iterator[Scratch]:
+    import os
+
+    from kubemigrate.embedded import EmbeddedPostgres
+
+    with tempfile.TemporaryDirectory(prefix="kubemigrate-bench-") as directory:
+        root = Path(directory) / "project"
+        root.mkdir()
+        for name in ("alembic.ini", "tasks.py"):
+            shutil.copy(REPO / name, root / name)
+        shutil.copytree(
+            REPO / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        server = EmbeddedPostgres(Path(directory) / "pgdata")
+        server.start()
+        try:
+            server.ensure_database("bench")
+            url = server.url("bench")
+            env = {
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith("KUBEMIGRATE_") and k != "DATABASE_URL"
+            }
+            env["DATABASE_URL"] = url
+            yield Scratch(root, url, env)
+        finally:
+            server.stop()
