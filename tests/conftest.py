@@ -12,8 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -160,13 +161,28 @@ class Project:
             text=True,
         )
 
+    def add_revision(
+        self, rev: str, parent: str | None, *upgrade: str, downgrade: tuple[str, ...] = ()
+    ) -> None:
+        """A hand-written revision `rev` on top of `parent`; `upgrade`/`downgrade` are the
+        statements of its functions (Alembic `op` and `sa` are imported)."""
+
+        def body(lines: tuple[str, ...]) -> str:
+            return "".join(f"    {line}\n" for line in lines) or "    pass\n"
+
+        (self.versions / f"{rev}.py").write_text(
+            f'"""{rev}"""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+            f"revision = {rev!r}\ndown_revision = {parent!r}\nbranch_labels = None\n"
+            f"depends_on = None\n\n\ndef upgrade() -> None:\n{body(upgrade)}\n\n"
+            f"def downgrade() -> None:\n{body(downgrade)}"
+        )
+
     def branch_revision(self, rev: str, parent: str) -> None:
         """An empty revision `rev` on top of `parent` (two of them make divergent heads)."""
-        (self.versions / f"{rev}_branch.py").write_text(
-            f'"""branch {rev}"""\n\nrevision = "{rev}"\ndown_revision = "{parent}"\n'
-            "branch_labels = None\ndepends_on = None\n\n\n"
-            "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
-        )
+        self.add_revision(rev, parent)
+
+    def head(self) -> str:
+        return self.inv("db.heads").stdout.split()[0]
 
     def inv(self, *argv: str, **env: str) -> Result:
         """Run `inv ARGV...` in the project as a user would (`env` adds variables)."""
@@ -218,31 +234,15 @@ def project(tmp_path: Path, database_url: str) -> Project:
     return proj
 
 
-SLOW_REVISION = '''\
-"""slow"""
-
-from alembic import op
-
-revision = "5105105105ab"
-down_revision = "{parent}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute("CREATE TABLE half_done (id int)")
-    op.execute("SELECT pg_sleep(60)")
-
-
-def downgrade() -> None:
-    op.execute("DROP TABLE half_done")
-'''
-
-
 def add_slow_revision(project: Project) -> str:
     """A migration that sleeps 60 s after a first change; returns the revision it follows."""
-    parent = project.inv("db.heads").stdout.split()[0]
-    (project.versions / "slow.py").write_text(SLOW_REVISION.format(parent=parent))
+    parent = project.head()
+    project.add_revision(
+        "5105105105ab",
+        parent,
+        'op.execute("CREATE TABLE half_done (id int)")',
+        'op.execute("SELECT pg_sleep(60)")',
+    )
     return parent
 
 
@@ -254,12 +254,12 @@ def interrupt_during_slow_migration(project: Project, sig: int, *argv: str) -> R
     assert proc.stderr is not None and proc.stdout is not None
     seen = ""
     try:
-        while "5105105105ab, slow" not in seen:
+        while "5105105105ab" not in seen:
             line = proc.stderr.readline()
             if not line:
                 break
             seen += line
-        assert "5105105105ab, slow" in seen, seen
+        assert "5105105105ab" in seen, seen
         time.sleep(0.3)  # let the migration reach its long statement
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
@@ -351,3 +351,71 @@ def k8s(project: Project, cluster: KubeAPIServer, tmp_path: Path) -> Iterator[Pr
     )
     yield project
     assert kubectl_processes(project.kubeconfig) == []
+
+
+# -- processes, and a table held locked ----------------------------------------------------------
+
+
+def pids_of(name: str) -> list[int]:
+    """Pids of the live processes called `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def started(name: str, before: set[int]) -> int:
+    """The pid of the first new process called `name`, waiting up to 30 s for it."""
+    deadline = time.monotonic() + 30
+    while not (set(pids_of(name)) - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (pid,) = set(pids_of(name)) - before
+    return pid
+
+
+def interrupt_while_locked(
+    project: Project,
+    database_url: str,
+    program: str,
+    act: Callable[[subprocess.Popen[str], int], None],
+    *argv: str,
+) -> tuple[Result, set[int]]:
+    """Run `inv ARGV` while another session holds table book locked, so that `program`
+    (pg_dump, pg_restore) waits inside; once it runs, `act(task, program_pid)`. The result,
+    and the pids of `program` processes still alive at the end that were not there before."""
+    import threading
+
+    before = set(pids_of(program))
+    release, locked = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = psycopg2.connect(database_url.replace("+psycopg2", ""))
+        with conn.cursor() as cur:
+            cur.execute("LOCK TABLE book IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(60)
+        conn.rollback()
+        conn.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert locked.wait(10)
+    proc = project.popen(*argv)
+    try:
+        act(proc, started(program, before))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        release.set()
+        holder.join(10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 10  # a pod's process ends with its exec session
+    while set(pids_of(program)) - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return Result(proc.returncode, out, err), set(pids_of(program)) - before

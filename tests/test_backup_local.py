@@ -5,13 +5,13 @@ exec) are in tests/test_k8s_release.py."""
 import json
 import os
 import signal
-import threading
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, Project, Server
+from tests.conftest import PASSWORD, Project, Server, interrupt_while_locked
 
 pytestmark = pytest.mark.e2e
 
@@ -121,77 +121,26 @@ def test_retention_keeps_the_newest_and_only_touches_its_own(project: Project) -
     assert not made[0].with_suffix(".json").exists()
 
 
-def pids_of(name: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == name:
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
-def hold_lock(project: Project, database_url: str) -> tuple[threading.Event, threading.Thread]:
-    """Lock table book exclusively until the event is set, so pg_dump waits inside."""
-    import psycopg2
-
-    release = threading.Event()
-    locked = threading.Event()
-
-    def holder() -> None:
-        conn = psycopg2.connect(database_url.replace("+psycopg2", ""))
-        with conn.cursor() as cur:
-            cur.execute("LOCK TABLE book IN ACCESS EXCLUSIVE MODE")
-            locked.set()
-            release.wait(60)
-        conn.rollback()
-        conn.close()
-
-    thread = threading.Thread(target=holder, daemon=True)
-    thread.start()
-    assert locked.wait(10)
-    return release, thread
-
-
-def started(name: str, before: set[int]) -> int:
-    """The pid of the first new process called `name`, waiting up to 30 s for it."""
-    deadline = time.monotonic() + 30
-    while not (set(pids_of(name)) - before) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    (pid,) = set(pids_of(name)) - before
-    return pid
-
-
 @pytest.mark.parametrize(("how", "code"), [("SIGINT", 130), ("SIGTERM", 143), ("kill pg_dump", 1)])
 def test_a_dump_stopped_midway_leaves_no_backup(
     project: Project, database_url: str, how: str, code: int
 ) -> None:
     assert project.inv("db.upgrade").code == 0
-    before = set(pids_of("pg_dump"))
-    release, holder = hold_lock(project, database_url)  # pg_dump waits for the table's lock
-    proc = project.popen("db.backup")
-    try:
-        dumper = started("pg_dump", before)
+
+    def act(task: subprocess.Popen[str], dumper: int) -> None:
         partials = list((project.root / "backups" / "local").glob(".*.partial"))
         assert partials, "the dump should be in progress under a temporary name"
         if how == "kill pg_dump":
             os.kill(dumper, signal.SIGKILL)
         else:
-            proc.send_signal(getattr(signal, how))
-        out, err = proc.communicate(timeout=30)
-    finally:
-        release.set()
-        holder.join(10)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == code, out + err
-    assert "Traceback" not in err
-    assert "pg_dump" in err if how == "kill pg_dump" else "interrupted" in err
+            task.send_signal(getattr(signal, how))
+
+    result, left = interrupt_while_locked(project, database_url, "pg_dump", act, "db.backup")
+    assert result.code == code, result.output
+    assert "Traceback" not in result.stderr
+    assert "pg_dump" in result.stderr if how == "kill pg_dump" else "interrupted" in result.stderr
     assert dumps(project) == [], dumps(project)
-    assert not (set(pids_of("pg_dump")) - before)
+    assert left == set()
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -203,23 +152,17 @@ def test_an_interrupted_restore_changes_nothing(
     dump = Path(project.inv("db.backup").stdout.strip())
     pg_server.execute("DELETE FROM book WHERE id > 3", database=database)
     before = counts(pg_server, database)
-    known = set(pids_of("pg_restore"))
-    release, holder = hold_lock(project, database_url)  # pg_restore --clean waits to drop it
-    proc = project.popen("db.restore", str(dump), "--yes")
-    try:
-        started("pg_restore", known)
-        time.sleep(0.3)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        release.set()
-        holder.join(10)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == code, err
-    assert "interrupted" in err and "Traceback" not in err
-    assert not (set(pids_of("pg_restore")) - known)
+
+    def act(task: subprocess.Popen[str], restorer: int) -> None:
+        time.sleep(0.3)  # pg_restore --clean is now waiting to drop the locked table
+        task.send_signal(sig)
+
+    result, left = interrupt_while_locked(
+        project, database_url, "pg_restore", act, "db.restore", str(dump), "--yes"
+    )
+    assert result.code == code, result.output
+    assert "interrupted" in result.stderr and "Traceback" not in result.stderr
+    assert left == set()
     assert counts(pg_server, database) == before  # one transaction: all or nothing
 
 

@@ -195,32 +195,16 @@ def test_interrupt_rolls_back_the_running_migration(
     assert project.inv("db.upgrade", "-r", parent).code == 0
 
 
-CONCURRENT_REVISION = '''\
-"""slow enough to overlap"""
-
-from alembic import op
-
-revision = "c0c0c0c0c0c0"
-down_revision = "{parent}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute("SELECT pg_sleep(1.5)")
-    op.execute("CREATE TABLE applied_once (id int)")
-
-
-def downgrade() -> None:
-    op.execute("DROP TABLE applied_once")
-'''
-
-
 def test_concurrent_upgrades_apply_each_revision_once(
     project: Project, pg_server: Server, database: str
 ) -> None:
-    parent = project.inv("db.heads").stdout.split()[0]
-    (project.versions / "overlap.py").write_text(CONCURRENT_REVISION.format(parent=parent))
+    parent = project.head()
+    project.add_revision(  # slow enough for the four runs to overlap
+        "c0c0c0c0c0c0",
+        parent,
+        'op.execute("SELECT pg_sleep(1.5)")',
+        'op.execute("CREATE TABLE applied_once (id int)")',
+    )
     procs = [project.popen("db.upgrade") for _ in range(4)]
     outputs = [proc.communicate(timeout=120) for proc in procs]
     for proc, (out, err) in zip(procs, outputs, strict=True):
@@ -257,12 +241,9 @@ def test_lock_timeout_stops_a_migration_behind_a_busy_table(
     import psycopg2
 
     assert project.inv("db.upgrade").code == 0
-    parent = project.inv("db.heads").stdout.split()[0]
-    (project.versions / "alter.py").write_text(
-        f'revision = "a1a1a1a1a1a1"\ndown_revision = "{parent}"\nbranch_labels = None\n'
-        "depends_on = None\n\nfrom alembic import op\n\n\ndef upgrade() -> None:\n"
-        '    op.execute("ALTER TABLE book ADD COLUMN isbn text")\n\n\n'
-        "def downgrade() -> None:\n    pass\n"
+    parent = project.head()
+    project.add_revision(
+        "a1a1a1a1a1a1", parent, 'op.execute("ALTER TABLE book ADD COLUMN isbn text")'
     )
     app = psycopg2.connect(database_url.replace("+psycopg2", ""))
     try:

@@ -4,12 +4,11 @@ status`, all against the project's Kubernetes API test server."""
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import NS, PASSWORD, ROLE, Project, Server
+from tests.conftest import NS, PASSWORD, ROLE, Project, Server, interrupt_while_locked
 from tests.kubeapi.api import KubeAPIServer
 
 pytestmark = pytest.mark.e2e
@@ -196,27 +195,18 @@ def test_backup_to_another_directory(k8s: Project, tmp_path: Path) -> None:
 def test_interrupted_backup_in_the_pod(
     k8s: Project, database_url: str, sig: int, code: int
 ) -> None:
-    from tests.test_backup_local import hold_lock, pids_of, started
-
     assert k8s.inv("db.upgrade", "--env", NS).code == 0
-    before = set(pids_of("pg_dump"))
-    release, holder = hold_lock(k8s, database_url)  # pg_dump, in the pod, waits on a lock
-    proc = k8s.popen("db.backup", "--env", NS)
-    try:
-        started("pg_dump", before)
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        release.set()
-        holder.join(10)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == code, err
-    assert "interrupted" in err
+    result, left = interrupt_while_locked(
+        k8s,
+        database_url,
+        "pg_dump",
+        lambda task, _: task.send_signal(sig),
+        "db.backup",
+        "--env",
+        NS,
+    )
+    assert result.code == code, result.output
+    assert "interrupted" in result.stderr
     assert list((k8s.root / "backups").rglob("*")) in ([], [k8s.root / "backups" / NS])
-    deadline = time.monotonic() + 10  # the pod's pg_dump ends with its exec session
-    while set(pids_of("pg_dump")) - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not set(pids_of("pg_dump")) - before
+    assert left == set()  # the pod's pg_dump ended with its exec session
     # (the k8s fixture checks that no kubectl process is left)

@@ -227,35 +227,19 @@ def test_signal_during_a_migration_closes_the_tunnel(
     # the k8s fixture checks that no kubectl process is left
 
 
-SLEEPY = '''\
-"""sleepy"""
-
-from alembic import op
-
-revision = "5eea5eea5eea"
-down_revision = "{parent}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.execute("CREATE TABLE half_done (id int)")
-    op.execute("SELECT pg_sleep(4)")
-
-
-def downgrade() -> None:
-    op.execute("DROP TABLE half_done")
-'''
-
-
 def test_tunnel_killed_during_a_migration(k8s: Project, pg_server: Server, database: str) -> None:
-    parent = k8s.inv("db.heads").stdout.split()[0]
+    parent = k8s.head()
     assert k8s.inv("db.upgrade", "--env", NS).code == 0
-    (k8s.versions / "sleepy.py").write_text(SLEEPY.format(parent=parent))
+    k8s.add_revision(
+        "5eea5eea5eea",
+        parent,
+        'op.execute("CREATE TABLE half_done (id int)")',
+        'op.execute("SELECT pg_sleep(4)")',
+    )
     proc = k8s.popen("db.upgrade", "--env", NS)
     assert proc.stderr is not None
     seen = ""
-    while "5eea5eea5eea, sleepy" not in seen:
+    while "-> 5eea5eea5eea" not in seen:
         line = proc.stderr.readline()
         assert line, seen
         seen += line

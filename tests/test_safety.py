@@ -7,33 +7,20 @@ from tests.conftest import Project, Server
 
 pytestmark = pytest.mark.e2e
 
-UNSAFE = '''\
-"""unsafe"""
-
-from alembic import op
-import sqlalchemy as sa
-
-revision = "0badc0ffee00"
-down_revision = "{parent}"
-branch_labels = None
-depends_on = None
-
-
-def upgrade() -> None:
-    op.add_column("book", sa.Column("isbn", sa.Text(), nullable=False))
-    op.create_index("ix_book_title", "book", ["title"])
-    op.alter_column("book", "author", type_=sa.Text())
-
-
-def downgrade() -> None:
-    op.drop_index("ix_book_title", table_name="book")
-    op.drop_column("book", "isbn")
-'''
-
 
 def add_unsafe_revision(project: Project) -> str:
-    parent = project.inv("db.heads").stdout.split()[0]
-    (project.versions / "unsafe.py").write_text(UNSAFE.format(parent=parent))
+    parent = project.head()
+    project.add_revision(
+        "0badc0ffee00",
+        parent,
+        'op.add_column("book", sa.Column("isbn", sa.Text(), nullable=False))',
+        'op.create_index("ix_book_title", "book", ["title"])',
+        'op.alter_column("book", "author", type_=sa.Text())',
+        downgrade=(
+            'op.drop_index("ix_book_title", table_name="book")',
+            'op.drop_column("book", "isbn")',
+        ),
+    )
     return parent
 
 
