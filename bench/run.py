@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write bench/results.md.
 
-uv run python -m bench.run              # the full run (a few minutes)
+uv run python -m bench.run              # the full run (about 15 minutes on 2 cores)
 uv run python -m bench.run --quick      # one repetition, small sizes (the suite's smoke test)
 """
 
@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import noop_upgrade, scaling, startup
+from bench import backup_throughput, chain, noop_upgrade, scaling, startup, tunnel
 from bench.timing import HEADER, Result
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     results += startup.measure(reps)
     results += noop_upgrade.measure(reps)
     results += scaling.measure(reps, counts=(2,) if args.quick else (1, 10, 100, 500))
+    results += tunnel.measure(reps)
+    results += chain.measure(reps)
+    results += backup_throughput.measure(min(reps, 3), scale=2 if args.quick else 40)
     table = "\n".join([HEADER, *(r.row() for r in results)])
     print(table)
     if not args.quick:

@@ -29,10 +29,16 @@ class Result:
     ours: list[float]
     bare: list[float]
     target: str
+    difference: bool = False  # compared by the difference of medians rather than their ratio
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.ours) / statistics.median(self.bare)
+
+    @property
+    def extra(self) -> float:
+        """Seconds the median of ours takes beyond the bare tool's."""
+        return statistics.median(self.ours) - statistics.median(self.bare)
 
     def row(self) -> str:
         def show(samples: list[float]) -> str:
@@ -41,32 +47,27 @@ class Result:
                 f"({min(samples) * 1000:.0f}-{max(samples) * 1000:.0f})"
             )
 
+        compared = f"{self.extra * 1000:+.0f} ms" if self.difference else f"{self.ratio:.2f}x"
         return (
-            f"| {self.measure} | {show(self.ours)} | {show(self.bare)} | "
-            f"{self.ratio:.2f}x | {self.target} |"
+            f"| {self.measure} | {show(self.ours)} | {show(self.bare)} | {compared} | "
+            f"{self.target} |"
         )
 
 
 HEADER = (
-    "| measure | kubemigrate: median (min-max) | bare tool: median (min-max) | ratio | "
+    "| measure | kubemigrate: median (min-max) | bare tool: median (min-max) | ratio or extra | "
     "target |\n| --- | --- | --- | --- | --- |"
 )
 
 
-def timed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
-
-
 def alternate(
-    ours: Callable[[], object],
-    bare: Callable[[], object],
+    ours: Callable[[], float],
+    bare: Callable[[], float],
     repetitions: int,
     before: Callable[[], object] | None = None,
 ) -> tuple[list[float], list[float]]:
-    """Time both sides `repetitions` times, alternating, after one untimed warm-up each;
-    `before` runs, untimed, before every run of either side."""
+    """Run both sides `repetitions` times, alternating, after one untimed warm-up each; each
+    side returns the seconds it measured. `before` runs, untimed, before every run of either."""
     prepare = before or (lambda: None)
     for side in (ours, bare):
         prepare()
@@ -74,19 +75,21 @@ def alternate(
     mine, theirs = [], []
     for _ in range(repetitions):
         prepare()
-        mine.append(timed(ours))
+        mine.append(ours())
         prepare()
-        theirs.append(timed(bare))
+        theirs.append(bare())
     return mine, theirs
 
 
-def command(argv: list[str], cwd: Path, env: dict[str, str]) -> Callable[[], None]:
-    """A callable running `argv`, failing loudly if it fails."""
+def command(argv: list[str], cwd: Path, env: dict[str, str]) -> Callable[[], float]:
+    """A callable running `argv` and returning its wall time, failing loudly if it fails."""
 
-    def run() -> None:
+    def run() -> float:
+        started = time.perf_counter()
         result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=600)
         if result.returncode != 0:
             raise RuntimeError(f"{argv} failed: {result.stderr.decode()[-500:]}")
+        return time.perf_counter() - started
 
     return run
 
@@ -98,6 +101,11 @@ class Scratch:
     root: Path
     url: str
     env: dict[str, str]
+
+    @property
+    def dsn(self) -> str:
+        """The URL as libpq's programs (pg_dump, psql, pgbench) take it."""
+        return self.url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
     def inv(self, *argv: str) -> list[str]:
         return [PYTHON, "-m", "invoke", *argv]

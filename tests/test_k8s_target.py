@@ -139,6 +139,16 @@ def test_pod_not_ready(k8s: Project, cluster: KubeAPIServer) -> None:
     )
 
 
+def test_endpoint_slices_not_readable(k8s: Project, cluster: KubeAPIServer) -> None:
+    """Without the right to list EndpointSlices, the Service and its pods answer instead."""
+    cluster.forbid("list", "endpointslices", NS)
+    current = k8s.inv("db.current", "--env", NS)
+    assert current.code == 0, current.output
+    assert ("GET", f"/api/v1/namespaces/{NS}/services/postgres") in [
+        (method, path.split("?")[0]) for method, path in cluster.requests
+    ]
+
+
 def test_forbidden(k8s: Project, cluster: KubeAPIServer) -> None:
     cluster.forbid("get", "secrets", NS)
     assert_fails(k8s.inv("db.current", "--env", NS), "not allowed to read Secret")

@@ -103,12 +103,8 @@ def facts(db: Database) -> DatabaseFacts:
 
 def client(settings: Settings, db: Database, server_major: int) -> tuple[Client, str]:
     """Where pg_dump/pg_restore run for this target; a description for the user."""
-    if settings.target == "k8s":
-        from kubemigrate.cluster import database_pod
-        from kubemigrate.kube import Kubectl
-
-        kubectl = Kubectl.from_settings(settings)
-        pod = database_pod(settings, kubectl)
+    if db.tunnel is not None and db.pod is not None:  # k8s: the pod the tunnel found Ready
+        kubectl, pod = db.tunnel.kubectl, db.pod
         where = Client(db.url, kubectl=kubectl, pod=pod, container=settings.db_container)
         return where, f"pg_dump in pod {pod}"
     binaries, described = local_binaries(server_major)

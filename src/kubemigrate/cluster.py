@@ -16,7 +16,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
 from kubemigrate.errors import SettingsError
-from kubemigrate.kube import Kubectl, KubectlError
+from kubemigrate.kube import Kubectl, KubectlError, Pending
 from kubemigrate.settings import Settings
 from kubemigrate.target import parse_url, url_from_parts
 from kubemigrate.tunnel import PortForward
@@ -25,20 +25,55 @@ if TYPE_CHECKING:
     from sqlalchemy import URL
 
 
-def tunnelled_url(settings: Settings, stack: ExitStack) -> tuple[URL, PortForward]:
-    """Open a port-forward to the bundled database (kept open by `stack`); URL and tunnel."""
+def tunnelled_url(settings: Settings, stack: ExitStack) -> tuple[URL, PortForward, str]:
+    """Open a port-forward to the bundled database (kept open by `stack`): the URL, the tunnel
+    and the name of a Ready database pod (where pg_dump runs for backups).
+
+    The tunnel, the Secret and the check for a Ready pod run at once, so the task waits for
+    the slowest of them rather than for their sum; the first failure stops the others.
+    """
     kubectl = Kubectl.from_settings(settings)
-    credentials = _credentials(settings, kubectl)
-    resource = _forward_target(settings, kubectl)
-    tunnel = stack.enter_context(
-        PortForward(kubectl, resource, settings.db_remote_port, settings.tunnel_timeout)
-    )
+    with ExitStack() as opening:
+        if settings.db_selector:  # a Ready pod found by its labels, then forwarded to
+            secret = _start_secret(opening, kubectl, settings)
+            pod = kubectl.ready_pod(settings.db_selector)
+            tunnel = _start_tunnel(opening, kubectl, f"pod/{pod}", settings)
+        else:  # through the Service: kubectl maps its port and prefers Ready pods
+            service = _service_name(settings)
+            tunnel = _start_tunnel(opening, kubectl, f"svc/{service}", settings)
+            secret = _start_secret(opening, kubectl, settings)
+            endpoints = kubectl.start_endpoints(service)
+            opening.callback(endpoints.cancel)
+            pod = kubectl.ready_pod_behind(service, endpoints)  # a Ready pod must back it
+        credentials = _credentials(settings, kubectl, secret.result() if secret else None)
+        tunnel.ready()
+        opening.pop_all()
+    stack.callback(tunnel.close)
     print(
-        f"Tunnel to {resource}:{settings.db_remote_port} in {kubectl.where} "
+        f"Tunnel to {tunnel.resource}:{settings.db_remote_port} in {kubectl.where} "
         f"on 127.0.0.1:{tunnel.local_port}",
         file=sys.stderr,
     )
-    return credentials.set(host="127.0.0.1", port=tunnel.local_port), tunnel
+    return credentials.set(host="127.0.0.1", port=tunnel.local_port), tunnel, pod
+
+
+def _start_tunnel(
+    opening: ExitStack, kubectl: Kubectl, resource: str, settings: Settings
+) -> PortForward:
+    tunnel = PortForward(kubectl, resource, settings.db_remote_port, settings.tunnel_timeout)
+    opening.callback(tunnel.close)
+    tunnel.start()
+    return tunnel
+
+
+def _start_secret(
+    opening: ExitStack, kubectl: Kubectl, settings: Settings
+) -> Pending[dict[str, str]] | None:
+    if not settings.db_secret:
+        return None
+    secret = kubectl.start_secret(settings.db_secret)
+    opening.callback(secret.cancel)
+    return secret
 
 
 def external_url(settings: Settings) -> URL:
@@ -49,7 +84,7 @@ def external_url(settings: Settings) -> URL:
             "KUBEMIGRATE_DB_HOST or KUBEMIGRATE_DB_SECRET"
         )
     kubectl = Kubectl.from_settings(settings)
-    url = _credentials(settings, kubectl)
+    url = _credentials(settings, kubectl, kubectl.secret(settings.db_secret))
     if not url.host:
         raise SettingsError(
             f"Secret {settings.db_secret!r} has no key {settings.secret_host_key!r} for the "
@@ -58,9 +93,10 @@ def external_url(settings: Settings) -> URL:
     return url
 
 
-def _credentials(settings: Settings, kubectl: Kubectl) -> URL:
-    """User, password, database (and, if present, host and port) as a URL."""
-    if not settings.db_secret:
+def _credentials(settings: Settings, kubectl: Kubectl, values: dict[str, str] | None) -> URL:
+    """User, password, database (and, if present, host and port) as a URL: from the Secret's
+    `values` when there is a Secret, else from the settings."""
+    if values is None:
         if settings.database_url:
             return parse_url(settings.database_url, settings.source("database_url"))
         return url_from_parts(
@@ -70,7 +106,6 @@ def _credentials(settings: Settings, kubectl: Kubectl) -> URL:
             password=settings.db_password,
             database=settings.db_name,
         )
-    values = kubectl.secret(settings.db_secret)
     origin = f"Secret {settings.db_secret!r}"
 
     def need(key: str) -> str:
@@ -98,21 +133,14 @@ def _credentials(settings: Settings, kubectl: Kubectl) -> URL:
     )
 
 
-def _forward_target(settings: Settings, kubectl: Kubectl) -> str:
-    """What to port-forward to: `svc/NAME`, or `pod/NAME` when a selector is configured.
-
-    Either way a Ready pod must exist first, so that a database that is starting or failing is
-    reported as such instead of as a tunnel that does not answer. Through the Service, kubectl
-    maps the Service port to the pod's target port and prefers Ready pods itself.
-    """
-    pod = database_pod(settings, kubectl)
-    return f"svc/{settings.db_service}" if not settings.db_selector else f"pod/{pod}"
-
-
 def database_pod(settings: Settings, kubectl: Kubectl) -> str:
     """The name of a Ready database pod: by selector, else through the Service's selector."""
     if settings.db_selector:
         return kubectl.ready_pod(settings.db_selector)
+    return kubectl.ready_pod_behind(_service_name(settings))
+
+
+def _service_name(settings: Settings) -> str:
     if not settings.db_service:
         raise SettingsError("target k8s needs KUBEMIGRATE_DB_SERVICE or KUBEMIGRATE_DB_SELECTOR")
-    return kubectl.ready_pod(kubectl.service_selector(settings.db_service))
+    return settings.db_service

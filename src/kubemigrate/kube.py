@@ -17,8 +17,10 @@ import binascii
 import json
 import re
 import shutil
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from kubemigrate.errors import KubemigrateError
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from kubemigrate.settings import Settings
 
 REQUEST_TIMEOUT = "20s"
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class KubectlError(KubemigrateError):
@@ -89,38 +93,50 @@ class Kubectl:
         path, *args = self.argv(namespaced=namespaced)
         return sh.Command(path).bake(*args)
 
-    def run(self, *args: str, what: str, namespaced: bool = True, short: bool = True) -> str:
-        """Run kubectl and return its output; failures become KubectlError.
+    def start(
+        self, *args: str, what: str, namespaced: bool = True, short: bool = True
+    ) -> Pending[str]:
+        """Start kubectl in the background; `.result()` waits for its output. Lookups that do
+        not depend on each other are started together this way.
 
         `short` requests get kubectl's --request-timeout, so an API server that does not
         answer fails the task instead of hanging it; watches (rollout status) bring their own.
         """
-        import sh
-
         timeout = [f"--request-timeout={REQUEST_TIMEOUT}"] if short else []
-        try:
-            result = self.command(namespaced=namespaced)(*args, *timeout, _tty_out=False)
-        except sh.ErrorReturnCode as exc:
-            raise self.error(exc.stderr.decode(errors="replace"), what) from None
-        return str(result)
+        process = self.command(namespaced=namespaced)(
+            *args, *timeout, _bg=True, _bg_exc=False, _tty_out=False
+        )
+        return Pending(self, process, what, str)
 
-    def get(
-        self, kind: str, name: str | None = None, *, selector: str | None = None, what: str
-    ) -> dict[str, Any]:
-        """`kubectl get KIND [NAME] [-l SELECTOR] -o json`, parsed."""
+    def run(self, *args: str, what: str, namespaced: bool = True, short: bool = True) -> str:
+        """Run kubectl and return its output; failures become KubectlError."""
+        return self.start(*args, what=what, namespaced=namespaced, short=short).result()
+
+    def start_get(
+        self,
+        kind: str,
+        name: str | None = None,
+        *,
+        selector: str | None = None,
+        hint: str | None = None,
+    ) -> Pending[dict[str, Any]]:
+        """`kubectl get KIND [NAME] [-l SELECTOR] -o json`, started; `.result()` is parsed.
+
+        Given a `hint`, a missing object is told apart from a missing namespace."""
+        label = kind.capitalize()
+        what = f"read {label} {name!r}" if name else f"list {kind} matching {selector!r}"
         args = ["get", kind, *([name] if name else []), "-o", "json"]
         if selector:
             args += ["-l", selector]
-        return dict(json.loads(self.run(*args, what=what)))
+        pending = self.start(*args, what=what).then(json.loads)
+        if hint is not None:
 
-    def get_existing(self, kind: str, name: str, *, hint: str) -> dict[str, Any]:
-        """`get`, where a missing object is told apart from a missing namespace."""
-        label = kind.capitalize()
-        try:
-            return self.get(kind, name, what=f"read {label} {name!r}")
-        except NotFoundError:
-            self.require_namespace()
-            raise KubectlError(f"{label} {name!r} does not exist in {self.where}; {hint}") from None
+            def missing() -> KubectlError:
+                self.require_namespace()
+                return KubectlError(f"{label} {name!r} does not exist in {self.where}; {hint}")
+
+            pending.missing = missing
+        return pending
 
     def current_context(self) -> str:
         """The kubeconfig's current context, read once so later calls can name it."""
@@ -179,45 +195,133 @@ class Kubectl:
 
     def secret(self, name: str) -> dict[str, str]:
         """A Secret's data, base64-decoded, held in memory only."""
-        secret = self.get_existing("secret", name, hint="check KUBEMIGRATE_DB_SECRET")
-        values: dict[str, str] = {}
-        for key, encoded in (secret.get("data") or {}).items():
-            try:
-                values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise KubectlError(
-                    f"Secret {name!r} key {key!r} is not base64-encoded UTF-8 text; fix the Secret"
-                ) from None
-        for key, text in (secret.get("stringData") or {}).items():
-            values.setdefault(key, str(text))
-        return values
+        return self.start_secret(name).result()
+
+    def start_secret(self, name: str) -> Pending[dict[str, str]]:
+        pending = self.start_get("secret", name, hint="check KUBEMIGRATE_DB_SECRET")
+        return pending.then(lambda secret: secret_values(name, secret))
 
     def ready_pod(self, selector: str) -> str:
         """The name of a Running, Ready pod matching `selector`."""
-        pods = self.get("pods", selector=selector, what=f"list pods matching {selector!r}").get(
-            "items", []
-        )
-        if not pods:
-            self.require_namespace()
-            raise KubectlError(f"no pod matches {selector!r} in {self.where}")
-        for pod in pods:
-            if is_ready(pod):
-                return str(pod["metadata"]["name"])
-        states = ", ".join(f"{p['metadata']['name']} {pod_state(p)}" for p in pods)
-        raise KubectlError(
-            f"no Ready pod matches {selector!r} in {self.where} ({states}); wait for the "
-            "database pod to become Ready"
-        )
+        return self.start_ready_pod(selector).result()
+
+    def start_ready_pod(self, selector: str) -> Pending[str]:
+        def first_ready(found: dict[str, Any]) -> str:
+            pods = found.get("items", [])
+            if not pods:
+                self.require_namespace()
+                raise KubectlError(f"no pod matches {selector!r} in {self.where}")
+            for pod in pods:
+                if is_ready(pod):
+                    return str(pod["metadata"]["name"])
+            states = ", ".join(f"{p['metadata']['name']} {pod_state(p)}" for p in pods)
+            raise KubectlError(
+                f"no Ready pod matches {selector!r} in {self.where} ({states}); wait for the "
+                "database pod to become Ready"
+            )
+
+        return self.start_get("pods", selector=selector).then(first_ready)
+
+    def ready_pod_behind(self, service: str, endpoints: Pending[list[str]] | None = None) -> str:
+        """The name of a Ready pod behind Service `service`.
+
+        The Service's EndpointSlices tell in one request (`endpoints`, when already started);
+        when they list no Ready pod, or cannot be read, the Service and its pods are read, to
+        find one or to say exactly why there is none.
+        """
+        try:
+            ready = (endpoints or self.start_endpoints(service)).result()
+        except KubectlError:
+            ready = []
+        return ready[0] if ready else self.ready_pod(self.service_selector(service))
+
+    def start_endpoints(self, service: str) -> Pending[list[str]]:
+        """The Ready pods that the Service's EndpointSlices list, started."""
+
+        def ready_pods(found: dict[str, Any]) -> list[str]:
+            return [
+                endpoint["targetRef"]["name"]
+                for item in found.get("items", [])
+                for endpoint in item.get("endpoints") or []
+                if endpoint.get("conditions", {}).get("ready")
+                and endpoint.get("targetRef", {}).get("kind") == "Pod"
+            ]
+
+        selector = f"kubernetes.io/service-name={service}"
+        return self.start_get("endpointslices", selector=selector).then(ready_pods)
 
     def service_selector(self, name: str) -> str:
         """The pod selector of Service `name`, as a label selector string."""
-        service = self.get_existing(
-            "service", name, hint="check KUBEMIGRATE_DB_SERVICE or set KUBEMIGRATE_DB_SELECTOR"
+        return self.start_service_selector(name).result()
+
+    def start_service_selector(self, name: str) -> Pending[str]:
+        def selector_of(service: dict[str, Any]) -> str:
+            selector = service.get("spec", {}).get("selector") or {}
+            if not selector:
+                raise KubectlError(
+                    f"Service {name!r} has no pod selector; set KUBEMIGRATE_DB_SELECTOR"
+                )
+            return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+        hint = "check KUBEMIGRATE_DB_SERVICE or set KUBEMIGRATE_DB_SELECTOR"
+        return self.start_get("service", name, hint=hint).then(selector_of)
+
+
+@dataclass
+class Pending(Generic[T]):
+    """A kubectl command running in the background. `result()` waits for it and reads its
+    output; kubectl's failure becomes a KubectlError, and an interrupt while waiting (Ctrl-C,
+    SIGTERM) stops it, so no kubectl outlives the task."""
+
+    kubectl: Kubectl
+    process: sh.RunningCommand
+    what: str
+    read: Callable[[str], T]
+    missing: Callable[[], KubectlError] | None = None
+
+    def then(self, read: Callable[[T], U]) -> Pending[U]:
+        """The same command, its output read further by `read`."""
+        first = self.read
+        return Pending(
+            self.kubectl, self.process, self.what, lambda out: read(first(out)), self.missing
         )
-        selector = service.get("spec", {}).get("selector") or {}
-        if not selector:
-            raise KubectlError(f"Service {name!r} has no pod selector; set KUBEMIGRATE_DB_SELECTOR")
-        return ",".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+    def result(self) -> T:
+        import sh
+
+        try:
+            self.process.wait()
+        except sh.ErrorReturnCode as exc:
+            error = self.kubectl.error(exc.stderr.decode(errors="replace"), self.what)
+            if isinstance(error, NotFoundError) and self.missing is not None:
+                error = self.missing()
+            raise error from None
+        except BaseException:
+            self.cancel()
+            raise
+        return self.read(self.process.stdout.decode(errors="replace"))
+
+    def cancel(self) -> None:
+        """Stop kubectl if it still runs."""
+        if self.process.is_alive():
+            self.process.terminate()
+            with suppress(Exception):
+                self.process.wait()
+
+
+def secret_values(name: str, secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret's `data` (base64-decoded) and `stringData`."""
+    values: dict[str, str] = {}
+    for key, encoded in (secret.get("data") or {}).items():
+        try:
+            values[key] = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubectlError(
+                f"Secret {name!r} key {key!r} is not base64-encoded UTF-8 text; fix the Secret"
+            ) from None
+    for key, text in (secret.get("stringData") or {}).items():
+        values.setdefault(key, str(text))
+    return values
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

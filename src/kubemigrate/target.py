@@ -40,6 +40,7 @@ class Database:
     environment: str
     connect_timeout: float
     tunnel: PortForward | None = None
+    pod: str | None = None  # k8s: a Ready database pod, found when the tunnel was opened
 
     def lost(self, within: float = 0) -> str | None:
         """Why the connection to the cluster is gone, if the tunnel's kubectl has exited
@@ -141,11 +142,11 @@ def database(settings: Settings) -> Database:
 
 
 def _resolve(settings: Settings, stack: ExitStack) -> Database:
-    tunnel = None
+    tunnel = pod = None
     if settings.target == "k8s":
         from kubemigrate.cluster import tunnelled_url
 
-        url, tunnel = tunnelled_url(settings, stack)
+        url, tunnel, pod = tunnelled_url(settings, stack)
     else:
         url = _direct_url(settings)
     return Database(
@@ -153,6 +154,7 @@ def _resolve(settings: Settings, stack: ExitStack) -> Database:
         environment=settings.environment,
         connect_timeout=settings.connect_timeout,
         tunnel=tunnel,
+        pod=pod,
     )
 
 

@@ -3,9 +3,11 @@
 Tests arrange objects (namespaces, Secrets, Pods, Services, Deployments) and then run real
 kubectl commands against it, through a kubeconfig it writes. It serves what kubectl requests:
 discovery (`/api`, `/apis`, `/api/v1`, `/apis/apps/v1`, `/version`, `/openapi/v3`), get and
-list with label and field selectors, create and strategic-merge patch (for `kubectl apply`),
-watches (for `kubectl rollout status`, including the watch-list protocol of kubectl 1.37), and
-the upgraded connections behind `port-forward` and `exec` (see streams.py and spdy.py).
+list with label and field selectors, EndpointSlices derived from Services and their pods (as
+the endpoint-slice controller keeps them; read-only), create and strategic-merge patch (for
+`kubectl apply`), watches (for `kubectl rollout status`, including the watch-list protocol of
+kubectl 1.37), and the upgraded connections behind `port-forward` and `exec` (see streams.py and
+spdy.py).
 
 Errors are real `Status` objects, so kubectl prints its usual messages. kubectl withholds
 bearer tokens over plain HTTP, so requests without one are served; `refuse_credentials` makes
@@ -65,6 +67,7 @@ RESOURCES = (
     Resource("", "v1", "services", "Service", True, ("svc",)),
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",)),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
 )
 BY_PLURAL = {r.plural: r for r in RESOURCES}
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
@@ -118,6 +121,7 @@ class KubeAPIServer:
     def __init__(self, token: str = "test-token") -> None:
         self.token = token
         self.requests: list[tuple[str, str]] = []
+        self.sessions: list[tuple[str, str]] = []  # upgraded (portforward or exec, pod)
         self.auto_rollout = True
         # kubectl sends no bearer token over plain HTTP: requests without one are let in, a
         # wrong one is refused, and this switch refuses everyone (expired credentials).
@@ -433,12 +437,57 @@ class KubeAPIServer:
         labels = _selector(query.get("labelSelector", ""))
         fields = _selector(query.get("fieldSelector", ""))
         with self._lock:
-            found = [
-                copy.deepcopy(obj)
-                for (p, ns, _), obj in sorted(self._objects.items())
-                if p == plural and (namespace is None or ns == namespace)
-            ]
+            if plural == "endpointslices":
+                found = self._endpoint_slices(namespace)
+            else:
+                found = [
+                    copy.deepcopy(obj)
+                    for (p, ns, _), obj in sorted(self._objects.items())
+                    if p == plural and (namespace is None or ns == namespace)
+                ]
         return [obj for obj in found if _matches(obj, labels, fields)]
+
+    def _endpoint_slices(self, namespace: str | None) -> list[dict[str, Any]]:
+        """One EndpointSlice per Service with a selector, listing its pods and their readiness."""
+        slices = []
+        for (plural, ns, name), service in sorted(self._objects.items()):
+            selector = service.get("spec", {}).get("selector")
+            if plural != "services" or not selector or namespace not in (None, ns):
+                continue
+            pods = [
+                pod
+                for (p, pod_ns, _), pod in sorted(self._objects.items())
+                if p == "pods" and pod_ns == ns and _matches(pod, selector, {})
+            ]
+            slices.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{name}-slice",
+                        "namespace": ns,
+                        "labels": {"kubernetes.io/service-name": name},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [
+                        {
+                            "addresses": [pod["status"].get("podIP", "127.0.0.1")],
+                            "conditions": {"ready": _pod_ready(pod), "terminating": False},
+                            "targetRef": {
+                                "kind": "Pod",
+                                "name": pod["metadata"]["name"],
+                                "namespace": ns,
+                            },
+                        }
+                        for pod in pods
+                    ],
+                    "ports": [
+                        {"name": port.get("name", ""), "port": port["port"], "protocol": "TCP"}
+                        for port in service["spec"].get("ports", [])
+                    ],
+                }
+            )
+        return slices
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -575,12 +624,11 @@ class KubeAPIServer:
                 ],
             }
         if path == "/apis":
-            version = {"groupVersion": "apps/v1", "version": "v1"}
-            return {
-                "kind": "APIGroupList",
-                "apiVersion": "v1",
-                "groups": [{"name": "apps", "versions": [version], "preferredVersion": version}],
-            }
+            groups = []
+            for group in sorted({r.group for r in RESOURCES if r.group}):
+                version = {"groupVersion": f"{group}/v1", "version": "v1"}
+                groups.append({"name": group, "versions": [version], "preferredVersion": version})
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
         for prefix in {r.prefix for r in RESOURCES}:
             if path == prefix:
                 return self._resource_list(prefix)
@@ -775,6 +823,7 @@ class KubeAPIServer:
         )
         writer.write(conn.send(response))
         await writer.drain()
+        self.sessions.append((sub or "", name or ""))
         stream_reader = _with_prefix(reader, conn.trailing_data[0])
         targets = self._targets.get((namespace or "", name or ""), {})
 
@@ -843,6 +892,11 @@ def _parse(path: str) -> tuple[Resource, str | None, str | None, str | None]:
                 sub = rest[2] if len(rest) > 2 else None
                 return resource, namespace, name, sub
     raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _selector(text: str) -> dict[str, str]:

@@ -66,6 +66,28 @@ def test_pods_by_label(kube) -> None:
     assert ready["Ready"] == "False"
 
 
+def test_endpoint_slices_follow_pod_readiness(kube) -> None:
+    api, tmp = kube
+    api.add_pod(NS, "db-0", labels={"app": "db"}, containers=[Container("db")])
+    api.add_pod(NS, "db-1", labels={"app": "db"}, containers=[Container("db")], ready=False)
+    api.add_service(NS, "db", selector={"app": "db"}, ports=[{"port": 5432}])
+
+    def ready() -> dict[str, bool]:
+        got = kubectl(
+            api, tmp, "get", "endpointslices", "-l", "kubernetes.io/service-name=db", "-o", "json"
+        )
+        assert got.returncode == 0, got.stderr
+        return {
+            e["targetRef"]["name"]: e["conditions"]["ready"]
+            for item in json.loads(got.stdout)["items"]
+            for e in item["endpoints"]
+        }
+
+    assert ready() == {"db-0": True, "db-1": False}
+    api.set_pod_ready(NS, "db-0", False)
+    assert ready() == {"db-0": False, "db-1": False}
+
+
 MANIFEST = """\
 apiVersion: v1
 kind: ConfigMap

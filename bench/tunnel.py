@@ -1,0 +1,69 @@
+"""3. Tunnel: from a task's start to its first successful query through the tunnel, against the
+time kubectl itself takes to print `Forwarding from` (target: within 50 ms of it).
+
+Both sides run against the project's Kubernetes API test server with the real kubectl. The
+task's side is measured twice: with the context named in the environment's settings (as CI
+and `.env.<environment>` files should have it), and with the kubeconfig's current context,
+which costs one more kubectl call (`config current-context`) before anything else starts.
+"""
+
+import subprocess
+import time
+from collections.abc import Callable
+
+from bench.cluster import SERVICE, Cluster, cluster
+from bench.timing import PYTHON, REPO, Result, Scratch, alternate, scratch
+
+
+def measure(repetitions: int) -> list[Result]:
+    with scratch() as project, cluster(project) as kube:
+        named = alternate(_task(project, kube, "bench"), _kubectl(kube), repetitions)
+        current = alternate(_task(project, kube, "bench-current"), _kubectl(kube), repetitions)
+    return [
+        Result(
+            "tunnel: task start to first query vs kubectl's `Forwarding from`",
+            *named,
+            "<= +50 ms",
+            difference=True,
+        ),
+        Result(
+            "tunnel, with the kubeconfig's current context", *current, "reported", difference=True
+        ),
+    ]
+
+
+def _task(project: Scratch, kube: Cluster, environment: str) -> Callable[[], float]:
+    def run() -> float:
+        result = subprocess.run(
+            [PYTHON, "-m", "bench.first_query", environment],
+            cwd=project.root,
+            env={**kube.env, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"the task failed: {result.stderr[-500:]}")
+        return float(result.stdout.strip())
+
+    return run
+
+
+def _kubectl(kube: Cluster) -> Callable[[], float]:
+    argv = kube.kubectl("port-forward", f"svc/{SERVICE}", ":5432", "--address", "127.0.0.1")
+
+    def run() -> float:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, env=kube.env, stdout=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            elapsed = time.perf_counter() - started
+            if "Forwarding from" not in line:
+                raise RuntimeError(f"kubectl port-forward said {line!r}")
+            return elapsed
+        finally:
+            process.terminate()
+            process.wait(10)
+
+    return run
