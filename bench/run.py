@@ -1,6 +1,6 @@
 """Run the benchmarks, print a table and write bench/results.md.
 
-uv run python -m bench.run              # the full run (about 15 minutes on 2 cores)
+uv run python -m bench.run              # the full run (about 8 minutes on 2 cores)
 uv run python -m bench.run --quick      # one repetition, small sizes (the suite's smoke test)
 """
 
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         args.output.write_text(
             f"# Benchmark results\n\n{stamp}, {platform.machine()}, {_cores()} cores, Python "
-            f"{platform.python_version()}; {reps} alternating repetitions per side.\n"
+            f"{platform.python_version()}; {reps} alternating repetitions per side (backups: "
+            f"{min(reps, 3)}), after one warm-up each.\n"
             f"Reproduce with `uv run python -m bench.run`.\n\n{table}\n"
         )
     return 0

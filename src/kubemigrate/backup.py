@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from kubemigrate.errors import KubemigrateError
 from kubemigrate.locking import migration_lock
-from kubemigrate.pgclient import Client, local_binaries, major_version, stream
+from kubemigrate.pgclient import Client, local_binaries, major_version
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, database
 
@@ -149,10 +149,7 @@ def backup(
                 digest.update(chunk)
                 meter.add(len(chunk))
 
-            argv, env, stdin = where.command("pg_dump", "--format=custom")
-            transfer = stream(
-                argv, env, stdin_prefix=stdin, sink=sink, what=f"pg_dump {where.where}"
-            )
+            transfer = where.run("pg_dump", "--format=custom", sink=sink)
         meter.done()
         if transfer.bytes == 0:
             raise BackupError("pg_dump wrote nothing; no backup was kept")
@@ -282,21 +279,17 @@ def restore(
     if not confirm(question):
         raise BackupError("restore cancelled; nothing was changed")
     where, _ = client(settings, db, known.server_major)
-    argv, env, stdin = where.command(
-        "pg_restore",
-        "--clean",
-        "--if-exists",
-        "--single-transaction",
-        "--no-owner",
-        "--dbname",
-        db.name,
-    )
     with migration_lock(db, settings.lock_wait):
-        if where.kubectl is None:
-            argv.append(str(path))
-            stream(argv, env, what=f"pg_restore {where.where}")
-        else:
-            stream(argv, env, stdin_prefix=stdin, stdin_file=path, what=f"pg_restore {where.where}")
+        where.run(
+            "pg_restore",
+            "--clean",
+            "--if-exists",
+            "--single-transaction",
+            "--no-owner",
+            "--dbname",
+            db.name,
+            input_file=path,
+        )
     return facts(db).revision
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import shutil
 from collections.abc import Callable
@@ -90,6 +91,10 @@ class Kubectl:
         """`kubectl` as an sh command with the options of `argv` baked in."""
         import sh
 
+        # At DEBUG, sh logs the first bytes of what passes to and from kubectl: a Secret's
+        # data, the password line for pg_dump in the pod. It never logs below WARNING, whatever
+        # the root logger says (`inv --debug` sets DEBUG).
+        logging.getLogger("sh").setLevel(logging.WARNING)
         path, *args = self.argv(namespaced=namespaced)
         return sh.Command(path).bake(*args)
 

@@ -6,12 +6,13 @@ Credentials never appear in a command line:
   of its standard input and exports it to pg_dump / pg_restore alone; user, database and port
   are plain arguments.
 
-`stream` runs such a child, feeds its standard input (a password line, then optionally a
-file), copies its standard output to a sink in large chunks, and kills it on any exit path.
+`stream` runs a local program and `exec_stream` a `kubectl exec` (through sh, as every kubectl
+call is); both copy the program's output to a sink in large chunks and kill it on any way out.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -21,12 +22,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from kubemigrate.embedded import program
 from kubemigrate.errors import KubemigrateError
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
     from sqlalchemy import URL
 
     from kubemigrate.kube import Kubectl
@@ -61,14 +63,44 @@ class Client:
             return f"in pod {self.pod} ({self.kubectl.where})"
         return f"locally ({self.binaries})"
 
-    def command(self, name: str, *args: str) -> tuple[list[str], dict[str, str], bytes]:
-        """argv, environment and standard-input prefix to run program `name` with `args`."""
+    def command(self, name: str, *args: str) -> list[str]:
+        """The command line that runs program `name` with `args` (no secret in it)."""
         if self.kubectl is None:
             assert self.binaries is not None
-            return [str(self.binaries / name), *args], self._local_env(), b""
+            return [str(self.binaries / name), *args]
+        return [*self.kubectl.argv(), *self._exec_args(name, *args)]
+
+    def run(
+        self,
+        name: str,
+        *args: str,
+        input_file: Path | None = None,
+        sink: Callable[[bytes], None] | None = None,
+    ) -> Transfer:
+        """Run program `name` where this client runs programs, with `input_file` (locally as
+        its last argument, in the pod on its standard input) and its output copied to `sink`."""
+        what = f"{name} {self.where}"
+        if self.kubectl is None:
+            argv = self.command(name, *args, *([str(input_file)] if input_file else []))
+            return stream(argv, self._local_env(), sink=sink, what=what)
+        password = (self.url.password or "").encode()
+        if b"\n" in password:
+            raise ClientError(
+                "the database password contains a newline, which cannot be "
+                "passed to pg_dump in the pod"
+            )
+        return exec_stream(
+            self.kubectl,
+            self._exec_args(name, *args),
+            stdin=_chunks(password + b"\n", input_file),
+            sink=sink,
+            what=what,
+        )
+
+    def _exec_args(self, name: str, *args: str) -> list[str]:
+        """`kubectl exec` arguments running `name` in the pod through POD_SCRIPT."""
         container = ["-c", self.container] if self.container else []
-        argv = [
-            *self.kubectl.argv(),
+        return [
             "exec",
             "-i",
             self.pod or "",
@@ -84,13 +116,6 @@ class Client:
             "--no-password",
             *args,
         ]
-        password = (self.url.password or "").encode()
-        if b"\n" in password:
-            raise ClientError(
-                "the database password contains a newline, which cannot be "
-                "passed to pg_dump in the pod"
-            )
-        return argv, _plain_env(), password + b"\n"
 
     def _local_env(self) -> dict[str, str]:
         env = _plain_env()
@@ -165,30 +190,106 @@ def stream(
     argv: list[str],
     env: dict[str, str],
     *,
-    stdin_prefix: bytes = b"",
-    stdin_file: Path | None = None,
     sink: Callable[[bytes], None] | None = None,
     what: str,
 ) -> Transfer:
-    """Run `argv`, feed it, copy its output to `sink`; ClientError on a non-zero exit."""
+    """Run a local program, copy its output to `sink`; ClientError on a non-zero exit."""
     transfer = Transfer()
     with _child(argv, env) as proc:
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout is not None and proc.stderr is not None
         errors = _Drain(proc.stderr)
-        feeder = threading.Thread(
-            target=_feed, args=(proc.stdin, stdin_prefix, stdin_file), daemon=True
-        )
-        feeder.start()
         while chunk := proc.stdout.read1(CHUNK):  # type: ignore[attr-defined]
             transfer.bytes += len(chunk)
             if sink is not None:
                 sink(chunk)
         code = proc.wait()
-        feeder.join()
         errors.join()
     if code != 0:
-        raise ClientError(f"{what} failed (exit code {code}): {errors.summary()}")
+        raise ClientError(f"{what} failed (exit code {code}): {summary(errors.lines)}")
     return transfer
+
+
+def exec_stream(
+    kubectl: Kubectl,
+    args: list[str],
+    *,
+    stdin: Iterator[bytes],
+    sink: Callable[[bytes], None] | None = None,
+    what: str,
+) -> Transfer:
+    """Run `kubectl ARGS` (an exec) through sh: feed it `stdin`, copy its output to `sink` in
+    large chunks; ClientError on a non-zero exit. kubectl is killed on every other way out
+    (Ctrl-C and SIGTERM included), and dies with this process should it be killed outright."""
+    import sh
+
+    from kubemigrate.tunnel import die_with_parent
+
+    output = _Output(sink)
+    errors: list[str] = []
+
+    def error_line(line: str) -> None:
+        if line.strip():
+            errors[:] = [*errors[-19:], line.strip()]
+
+    process = kubectl.command()(
+        *args,
+        _in=stdin,
+        _out=cast(IO[bytes], output),  # a raw binary file, to sh
+        _out_bufsize=CHUNK,
+        _no_out=True,
+        _err=error_line,
+        _no_err=True,
+        _env=_plain_env(),
+        _bg=True,
+        _bg_exc=False,
+        _new_session=True,
+        _preexec_fn=die_with_parent,
+    )
+    try:
+        process.wait()
+    except sh.ErrorReturnCode as exc:
+        raise ClientError(f"{what} failed (exit code {exc.exit_code}): {summary(errors)}") from None
+    except BaseException:
+        if process.is_alive():
+            process.kill()
+            with suppress(Exception):
+                process.wait()
+        raise
+    return output.transfer
+
+
+class _Output(io.RawIOBase):
+    """Where sh writes a child's output: as raw bytes (being a file), counted, to `sink`."""
+
+    def __init__(self, sink: Callable[[bytes], None] | None) -> None:
+        super().__init__()
+        self.sink = sink
+        self.transfer = Transfer()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: ReadableBuffer) -> int:
+        data = bytes(chunk)
+        self.transfer.bytes += len(data)
+        if self.sink is not None:
+            self.sink(data)
+        return len(data)
+
+
+def _chunks(prefix: bytes, path: Path | None) -> Iterator[bytes]:
+    """Standard input for the pod: `prefix`, then the file in large chunks."""
+    yield prefix
+    if path is not None:
+        with path.open("rb") as source:
+            while chunk := source.read(CHUNK):
+                yield chunk
+
+
+def summary(lines: list[str]) -> str:
+    """The line of a program's stderr that says what went wrong."""
+    useful = [line for line in lines if "error" in line.lower()] or lines
+    return useful[-1] if useful else "no message"
 
 
 @contextmanager
@@ -198,7 +299,7 @@ def _child(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[by
     proc = subprocess.Popen(
         argv,
         env=env,
-        stdin=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -216,21 +317,6 @@ def _child(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[by
                     pipe.close()
 
 
-def _feed(stdin: IO[bytes], prefix: bytes, path: Path | None) -> None:
-    try:
-        if prefix:
-            stdin.write(prefix)
-        if path is not None:
-            with path.open("rb") as source:
-                while chunk := source.read(CHUNK):
-                    stdin.write(chunk)
-    except (BrokenPipeError, ValueError, OSError):
-        pass  # the child exited early; its exit code and stderr tell why
-    finally:
-        with suppress(OSError):
-            stdin.close()
-
-
 class _Drain(threading.Thread):
     """Reads a child's stderr so it never blocks; keeps the last lines."""
 
@@ -245,7 +331,3 @@ class _Drain(threading.Thread):
             line = raw.decode(errors="replace").strip()
             if line:
                 self.lines = [*self.lines[-19:], line]
-
-    def summary(self) -> str:
-        useful = [line for line in self.lines if "error" in line.lower()] or self.lines
-        return useful[-1] if useful else "no message"

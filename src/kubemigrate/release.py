@@ -129,7 +129,7 @@ def plan(settings: Settings) -> str:
     known = facts(db)
     head = ", ".join(scripts(alembic_config(settings)).get_heads())
     where, dumped_by = client(settings, db, known.server_major)
-    dump_argv, _, _ = where.command("pg_dump", "--format=custom")
+    dump_argv = where.command("pg_dump", "--format=custom")
     lines = [
         f"Release plan for {db.name} ({settings.environment}, target {settings.target}):",
         f"1. backup: {dumped_by}",
