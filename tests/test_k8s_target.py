@@ -237,6 +237,36 @@ def test_signal_during_a_migration_closes_the_tunnel(
     # the k8s fixture checks that no kubectl process is left
 
 
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_while_the_cluster_is_asked(
+    k8s: Project, cluster: KubeAPIServer, sig: int, code: int
+) -> None:
+    """Interrupted while the Secret and EndpointSlices lookups and the tunnel are under way:
+    the task ends at once and takes every kubectl it started with it."""
+    cluster.slow = {"secrets": 60.0, "endpointslices": 60.0}
+    process = k8s.popen("db.current", "--env", NS)
+    try:
+        deadline = time.monotonic() + 20
+        while not any(
+            b"endpointslices" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            for pid in kubectl_processes(k8s.kubeconfig)
+        ):
+            assert time.monotonic() < deadline, "the lookups never started"
+            time.sleep(0.05)
+        time.sleep(0.5)  # kubectl has sent its requests and waits for the answers
+        started = time.monotonic()
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == code, out + err
+    assert time.monotonic() - started < 5
+    assert "error: interrupted" in err
+    # the k8s fixture checks that no kubectl process is left
+
+
 def test_tunnel_killed_during_a_migration(k8s: Project, pg_server: Server, database: str) -> None:
     parent = k8s.head()
     assert k8s.inv("db.upgrade", "--env", NS).code == 0

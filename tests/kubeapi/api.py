@@ -122,6 +122,7 @@ class KubeAPIServer:
         self.token = token
         self.requests: list[tuple[str, str]] = []
         self.sessions: list[tuple[str, str]] = []  # upgraded (portforward or exec, pod)
+        self.slow: dict[str, float] = {}  # plural -> seconds to wait before answering reads
         self.auto_rollout = True
         # kubectl sends no bearer token over plain HTTP: requests without one are let in, a
         # wrong one is refused, and this switch refuses everyone (expired credentials).
@@ -531,6 +532,9 @@ class KubeAPIServer:
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         parts = urlsplit(target)
         path = unquote(parts.path)
+        delay = next((d for plural, d in self.slow.items() if f"/{plural}" in path), 0.0)
+        if delay and method == "GET":
+            await asyncio.sleep(delay)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         queries = parse_qs(parts.query)
         try:
