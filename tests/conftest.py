@@ -251,9 +251,10 @@ def interrupt_during_slow_migration(project: Project, sig: int, *argv: str) -> R
     import time
 
     proc = project.popen("db.upgrade", *argv)
-    assert proc.stderr is not None and proc.stdout is not None
-    seen = ""
-    try:
+
+    def slow_migration_runs() -> str:
+        assert proc.stderr is not None
+        seen = ""
         while "5105105105ab" not in seen:
             line = proc.stderr.readline()
             if not line:
@@ -261,6 +262,16 @@ def interrupt_during_slow_migration(project: Project, sig: int, *argv: str) -> R
             seen += line
         assert "5105105105ab" in seen, seen
         time.sleep(0.3)  # let the migration reach its long statement
+        return seen
+
+    return interrupt_at(proc, sig, slow_migration_runs)
+
+
+def interrupt_at(proc: subprocess.Popen[str], sig: int, moment: Callable[[], str]) -> Result:
+    """Wait for `moment` (it returns what it read of stderr), send `sig`, wait for the end;
+    the result. The process is killed should anything fail on the way."""
+    try:
+        seen = moment()
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=30)
     finally:

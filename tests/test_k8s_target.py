@@ -19,6 +19,7 @@ from tests.conftest import (
     Project,
     Server,
     add_slow_revision,
+    interrupt_at,
     interrupt_during_slow_migration,
     kubectl_processes,
 )
@@ -244,8 +245,9 @@ def test_signal_while_the_cluster_is_asked(
     """Interrupted while the Secret and EndpointSlices lookups and the tunnel are under way:
     the task ends at once and takes every kubectl it started with it."""
     cluster.slow = {"secrets": 60.0, "endpointslices": 60.0}
-    process = k8s.popen("db.current", "--env", NS)
-    try:
+    signalled: list[float] = []
+
+    def lookups_wait() -> str:
         deadline = time.monotonic() + 20
         while not any(
             b"endpointslices" in Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -254,16 +256,13 @@ def test_signal_while_the_cluster_is_asked(
             assert time.monotonic() < deadline, "the lookups never started"
             time.sleep(0.05)
         time.sleep(0.5)  # kubectl has sent its requests and waits for the answers
-        started = time.monotonic()
-        process.send_signal(sig)
-        out, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == code, out + err
-    assert time.monotonic() - started < 5
-    assert "error: interrupted" in err
+        signalled.append(time.monotonic())
+        return ""
+
+    result = interrupt_at(k8s.popen("db.current", "--env", NS), sig, lookups_wait)
+    assert result.code == code, result.output
+    assert time.monotonic() - signalled[0] < 5
+    assert "error: interrupted" in result.stderr
     # the k8s fixture checks that no kubectl process is left
 
 
