@@ -4,17 +4,14 @@
 configured Deployment's rollout. It refuses to run while the database is not at head.
 
 A release is the four steps in order, whether typed as `inv release`, as
-`inv db.backup db.upgrade db.verify deploy` or as `inv backup migrate verify deploy`: each
-step records itself in the `journal` of this invocation, so when one fails the user is told
-what was done and the exact command that restores the backup taken before.
+`inv db.backup db.upgrade db.verify deploy` or as `inv backup migrate verify deploy`; each
+step records itself in the invocation's journal (see `kubemigrate.journal`).
 """
 
 from __future__ import annotations
 
 import shlex
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from kubemigrate.errors import KubemigrateError
 from kubemigrate.kube import Kubectl
@@ -23,41 +20,6 @@ from kubemigrate.settings import Settings
 
 class DeployError(KubemigrateError):
     """The manifests could not be applied or a rollout did not finish."""
-
-
-# -- the journal of this invocation -------------------------------------------------------------
-
-
-@dataclass
-class Journal:
-    """The release steps this invocation finished, and the backup it took."""
-
-    done: list[str] = field(default_factory=list)
-    backup: Path | None = None
-    environment: str | None = None
-
-    def record(
-        self, step: str, *, backup: Path | None = None, environment: str | None = None
-    ) -> None:
-        self.done.append(step)
-        if backup is not None:
-            self.backup, self.environment = backup, environment
-
-    def failure_note(self, step: str) -> str:
-        """What to tell after `step` failed: what was done, and how to undo the database."""
-        if not self.done:
-            return ""
-        note = f"{step} failed after: {', '.join(self.done)}."
-        if self.backup is not None:
-            env = f" --env {self.environment}" if self.environment else ""
-            note += (
-                f" To restore the database as it was before: "
-                f"inv db.restore {shlex.quote(str(self.backup))}{env} --yes"
-            )
-        return note
-
-
-journal = Journal()
 
 
 # -- deploy ---------------------------------------------------------------------------------------

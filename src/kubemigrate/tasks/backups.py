@@ -1,12 +1,15 @@
-"""Backups: pg_dump to a checked file with a sidecar, restore it, list what is kept."""
+"""Backups: pg_dump to a checked file with a sidecar, restore it, list what is kept.
+
+`kubemigrate.backup` (and the database and kubectl modules it brings) is imported by the tasks
+that run, not when invoke loads the collection: `inv --list` and completion stay fast.
+"""
 
 import sys
 from pathlib import Path
 
 from invoke import Context, task
 
-from kubemigrate import backup as backups
-from kubemigrate.release import journal
+from kubemigrate.journal import journal
 from kubemigrate.tasks.common import ENV_HELP, confirmation, load, reports_errors
 
 
@@ -20,6 +23,8 @@ from kubemigrate.tasks.common import ENV_HELP, confirmation, load, reports_error
 @reports_errors
 def backup(c: Context, output: str | None = None, env: str | None = None) -> None:
     """Back up the database with pg_dump (checked; a .json sidecar beside it)."""
+    from kubemigrate import backup as backups
+
     settings = load(env)
     record = backups.backup(settings, output=output)
     path = backups.backup_directory(settings, output) / record.file
@@ -40,6 +45,8 @@ def restore(
     c: Context, file: str, yes: bool = False, force: bool = False, env: str | None = None
 ) -> None:
     """Restore FILE over the database (after checking its sha256 and asking)."""
+    from kubemigrate import backup as backups
+
     revision = backups.restore(load(env), Path(file), confirm=confirmation(yes), force=force)
     print(f"Restored {Path(file).name}; the database is at revision {revision}.")
 
@@ -48,6 +55,8 @@ def restore(
 @reports_errors
 def list_backups(c: Context, output: str | None = None, env: str | None = None) -> None:
     """List the environment's backups with revision, size and age."""
+    from kubemigrate import backup as backups
+
     settings = load(env)
     directory = backups.backup_directory(settings, output)
     found = backups.list_backups(directory)

@@ -5,7 +5,7 @@ import json as jsonlib
 from invoke import Context, task
 
 from kubemigrate import verify as checks
-from kubemigrate.release import journal
+from kubemigrate.journal import journal
 from kubemigrate.tasks.common import ENV_HELP, load, reports_errors
 
 

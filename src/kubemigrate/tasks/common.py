@@ -52,7 +52,7 @@ def confirm_if_protected(settings: Settings, question: str, yes: bool) -> None:
 
 def _with_note(message: str, step: str) -> str:
     """The error, followed (on its own line) by what this invocation's release did so far."""
-    from kubemigrate.release import journal
+    from kubemigrate.journal import journal
 
     note = journal.failure_note(step)
     return f"{message}\n{note}" if note else message

@@ -7,7 +7,7 @@ from invoke import Collection, Context, task
 from kubemigrate import lint as linting
 from kubemigrate import migrations
 from kubemigrate.errors import MigrationError
-from kubemigrate.release import journal
+from kubemigrate.journal import journal
 from kubemigrate.settings import Settings
 from kubemigrate.tasks.common import ENV_HELP, confirm_if_protected, load, reports_errors
 

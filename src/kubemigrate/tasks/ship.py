@@ -1,12 +1,10 @@
-"""Shipping: apply the application's manifests, and the whole release in one task."""
+"""Shipping: apply the application's manifests, and the whole release in one task.
+
+The modules doing the work are imported by the task that runs (see tasks/backups.py)."""
 
 from invoke import Collection, Context, task
 
-from kubemigrate import migrations
-from kubemigrate import release as releases
-from kubemigrate import verify as checks
-from kubemigrate.backup import backup, backup_directory
-from kubemigrate.release import journal
+from kubemigrate.journal import journal
 from kubemigrate.tasks.common import ENV_HELP, load, reports_errors
 
 SKIP_HELP = "Deploy even when the database is not at head."
@@ -16,6 +14,8 @@ SKIP_HELP = "Deploy even when the database is not at head."
 @reports_errors
 def deploy(c: Context, skip_db_check: bool = False, env: str | None = None) -> None:
     """Apply the manifests (kubectl apply -k) and wait for the rollouts."""
+    from kubemigrate import release as releases
+
     releases.deploy(load(env), skip_db_check=skip_db_check)
     journal.record("deploy")
 
@@ -26,6 +26,11 @@ def deploy(c: Context, skip_db_check: bool = False, env: str | None = None) -> N
 @reports_errors
 def release(c: Context, dry_run: bool = False, env: str | None = None) -> None:
     """Backup, upgrade, verify and deploy, stopping at the first failure."""
+    from kubemigrate import migrations
+    from kubemigrate import release as releases
+    from kubemigrate import verify as checks
+    from kubemigrate.backup import backup, backup_directory
+
     settings = load(env)
     if dry_run:
         print(releases.plan(settings))

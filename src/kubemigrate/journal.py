@@ -1,0 +1,45 @@
+"""The journal of one `inv` invocation: the release steps it finished and the backup it took.
+
+Each step of a release records itself here, whether typed as `inv release`, as
+`inv db.backup db.upgrade db.verify deploy` or as `inv backup migrate verify deploy`, so when a
+step fails the user is told what was done and the exact command that restores the backup
+taken before.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Journal:
+    """The release steps this invocation finished, and the backup it took."""
+
+    done: list[str] = field(default_factory=list)
+    backup: Path | None = None
+    environment: str | None = None
+
+    def record(
+        self, step: str, *, backup: Path | None = None, environment: str | None = None
+    ) -> None:
+        self.done.append(step)
+        if backup is not None:
+            self.backup, self.environment = backup, environment
+
+    def failure_note(self, step: str) -> str:
+        """What to tell after `step` failed: what was done, and how to undo the database."""
+        if not self.done:
+            return ""
+        note = f"{step} failed after: {', '.join(self.done)}."
+        if self.backup is not None:
+            env = f" --env {self.environment}" if self.environment else ""
+            note += (
+                f" To restore the database as it was before: "
+                f"inv db.restore {shlex.quote(str(self.backup))}{env} --yes"
+            )
+        return note
+
+
+journal = Journal()
