@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -219,3 +221,83 @@ def test_progress_line_on_terminals_only(
     quiet = backup.Progress(enabled=False)
     quiet.add(10)
     assert capsys.readouterr().err == ""
+
+
+def backup_in_process(project: Project, database_url: str, run: Callable[..., Any]) -> Path:
+    """`db.backup` called in this process, with pg_dump started through `run(real, self, ...)`
+    so that a test can act while the backup is under way; the dump's path."""
+    from kubemigrate import backup, target
+    from kubemigrate.pgclient import Client
+    from kubemigrate.settings import load_settings
+
+    real = Client.run
+    settings = load_settings(project_dir=project.root, environ={"DATABASE_URL": database_url})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Client, "run", lambda self, *a, **kw: run(real, self, *a, **kw))
+        try:
+            record = backup.backup(settings, progress=False)
+        finally:
+            target.close_session()
+    return project.root / "backups" / "local" / record.file
+
+
+def dumped_revision(dump: Path) -> str:
+    """The version_num row in the dump's alembic_version table."""
+    from kubemigrate.embedded import program
+
+    script = subprocess.run(
+        [program("pg_restore"), "--data-only", "--table=alembic_version", "-f", "-", str(dump)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rows = script.split("COPY public.alembic_version (version_num) FROM stdin;\n", 1)[1]
+    return rows.split("\n", 1)[0]
+
+
+def test_the_backup_records_the_revision_it_dumped(
+    project: Project, pg_server: Server, database: str, database_url: str
+) -> None:
+    """A migration that commits between the revision query and pg_dump's start does not make
+    the sidecar lie: pg_dump dumps the snapshot the revision was read in."""
+    assert project.inv("db.upgrade").code == 0
+    head = project.head()
+
+    def migrate_first(real: Callable[..., Any], client: Any, *args: Any, **kwargs: Any) -> Any:
+        pg_server.execute("UPDATE alembic_version SET version_num = 'later'", database=database)
+        return real(client, *args, **kwargs)
+
+    dump = backup_in_process(project, database_url, migrate_first)
+    assert json.loads(dump.with_suffix(".json").read_text())["revision"] == head
+    assert head in dump.name and dumped_revision(dump) == head
+
+
+def test_losing_the_snapshot_connection_mid_dump_keeps_the_backup(
+    project: Project, pg_server: Server, database: str, database_url: str
+) -> None:
+    """The transaction that exported the snapshot is only needed until pg_dump has imported
+    it: a connection dropped later (an idle timeout during a long dump) fails nothing."""
+    assert project.inv("db.upgrade").code == 0
+    seed(pg_server, database)
+    killed: list[object] = []
+
+    def drop_snapshot_connection(sink: Callable[[bytes], None]) -> Callable[[bytes], None]:
+        def first_chunk_kills(chunk: bytes) -> None:
+            if not killed:
+                killed.extend(
+                    pg_server.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND query LIKE %s",
+                        (database, "%alembic_version.version_num%"),
+                    )
+                )
+            sink(chunk)
+
+        return first_chunk_kills
+
+    def run(real: Callable[..., Any], client: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(client, *args, **{**kwargs, "sink": drop_snapshot_connection(kwargs["sink"])})
+
+    dump = backup_in_process(project, database_url, run)
+    assert killed == [(True,)]
+    assert dumped_revision(dump) == project.head()

@@ -3,11 +3,14 @@ through the real `kubectl exec`, deploys through `kubectl apply -k` and `kubectl
 status`, all against the project's Kubernetes API test server."""
 
 import json
+import os
 import signal
 from pathlib import Path
 
+import psycopg2
 import pytest
 
+from kubemigrate.embedded import EmbeddedPostgres, bin_dir
 from tests.conftest import NS, PASSWORD, ROLE, Project, Server, interrupt_while_locked
 from tests.kubeapi.api import KubeAPIServer
 
@@ -210,3 +213,43 @@ def test_interrupted_backup_in_the_pod(
     assert list((k8s.root / "backups").rglob("*")) in ([], [k8s.root / "backups" / NS])
     assert left == set()  # the pod's pg_dump ended with its exec session
     # (the k8s fixture checks that no kubectl process is left)
+
+
+def test_a_pod_on_another_server_is_refused(
+    k8s: Project, cluster: KubeAPIServer, pg_server: Server, database: str, tmp_path: Path
+) -> None:
+    """pg_dump in the pod must reach the server the tunnel reaches: the revision recorded is
+    read there, in the snapshot pg_dump is given. A pod whose PostgreSQL is another server
+    (a replica behind the same Service, say) fails the backup with what to change."""
+    from tests.kubeapi.api import Container
+
+    assert k8s.inv("db.upgrade", "--env", NS).code == 0
+    other = EmbeddedPostgres(tmp_path / "other")
+    port = other.start().port
+    try:
+        other.ensure_database(database)
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres")
+        connection.autocommit = True
+        connection.cursor().execute(f"CREATE ROLE {ROLE} LOGIN")
+        connection.close()
+        container_env = {
+            "PATH": f"{bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(port),
+        }
+        cluster.add_pod(  # the tunnel still reaches pg_server; exec'd programs reach `other`
+            NS,
+            "postgres-0",
+            labels={"app": "postgres"},
+            containers=[Container(name="postgres", ports={"postgresql": 5432}, env=container_env)],
+            port_targets={5432: ("127.0.0.1", pg_server.port)},
+        )
+        made = k8s.inv("db.backup", "--env", NS)
+    finally:
+        other.stop()
+    assert made.code == 1
+    last = made.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: pg_dump in pod postgres-0 (namespace"), made.stderr
+    assert "another PostgreSQL server than the tunnel" in made.stderr
+    assert "KUBEMIGRATE_DB_SELECTOR" in made.stderr and "Traceback" not in made.stderr
+    assert not list((k8s.root / "backups" / NS).glob("*")), "nothing may look like a backup"

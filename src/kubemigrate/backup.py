@@ -5,6 +5,7 @@ A backup is two files in `<backup dir>/<environment>/`:
 (environment, database, server version, Alembic revision, size, sha256, duration, which
 pg_dump). The dump is written under a temporary name and renamed only once pg_dump exited 0
 and `pg_restore --list` reads it, so an interrupted or failed dump never looks like a backup.
+The revision is read in the snapshot that pg_dump dumps, so the name never lies about it.
 
 For the bundled k8s target, pg_dump and pg_restore run inside the database pod through
 `kubectl exec` (their version matches the server's); otherwise the local pg_dump is used (the
@@ -20,6 +21,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,12 +30,14 @@ from typing import TYPE_CHECKING
 
 from kubemigrate.errors import KubemigrateError
 from kubemigrate.locking import migration_lock
-from kubemigrate.pgclient import Client, local_binaries, major_version
+from kubemigrate.pgclient import Client, ClientError, Transfer, local_binaries, major_version
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, database
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from sqlalchemy import Connection
 
 TOOL = "kubemigrate"
 NAME = re.compile(r"^(?P<database>.+)_(?P<stamp>\d{8}T\d{6}\.\d{3}Z)_(?P<revision>[\w+-]+)\.dump$")
@@ -92,12 +97,41 @@ class DatabaseFacts:
 
 def facts(db: Database) -> DatabaseFacts:
     """Server version and Alembic revision of `db`."""
-    from kubemigrate.migrations import current_heads
+    with connect(db) as connection:
+        return _read_facts(connection)
+
+
+@contextmanager
+def dump_snapshot(db: Database) -> Iterator[tuple[DatabaseFacts, str]]:
+    """The facts of `db` and the name of a snapshot exported at the same moment.
+
+    pg_dump given `--snapshot=NAME` dumps exactly the state whose revision the facts record,
+    even if a migration commits in between. The read-only transaction that exported the
+    snapshot stays open until the block ends (pg_dump imports the snapshot as it starts);
+    losing it after that, say to an idle timeout during a long dump, does not matter.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
 
     with connect(db) as connection:
-        version = str(connection.exec_driver_sql("SHOW server_version").scalar())
-        number = str(connection.exec_driver_sql("SHOW server_version_num").scalar())
-        heads = current_heads(connection)
+        reading = connection.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        reading.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = 0")
+        name = str(reading.exec_driver_sql("SELECT pg_export_snapshot()").scalar())
+        known = _read_facts(reading)
+        try:
+            yield known, name
+        finally:
+            with suppress(SQLAlchemyError):
+                reading.rollback()
+
+
+def _read_facts(connection: Connection) -> DatabaseFacts:
+    from kubemigrate.migrations import current_heads
+
+    version = str(connection.exec_driver_sql("SHOW server_version").scalar())
+    number = str(connection.exec_driver_sql("SHOW server_version_num").scalar())
+    heads = current_heads(connection)
     return DatabaseFacts(version, major_version(number), "+".join(sorted(heads)) or "base")
 
 
@@ -125,7 +159,19 @@ def backup(
 ) -> Backup:
     """Dump the database to a new backup file; retention applies afterwards."""
     db = database(settings)
-    known = facts(db)
+    with dump_snapshot(db) as (known, snapshot):
+        return _dump(settings, db, known, snapshot, output=output, progress=progress)
+
+
+def _dump(
+    settings: Settings,
+    db: Database,
+    known: DatabaseFacts,
+    snapshot: str,
+    *,
+    output: str | None,
+    progress: bool | None,
+) -> Backup:
     where, dumped_by = client(settings, db, known.server_major)
     directory = backup_directory(settings, output)
     directory.mkdir(parents=True, exist_ok=True)
@@ -149,7 +195,7 @@ def backup(
                 digest.update(chunk)
                 meter.add(len(chunk))
 
-            transfer = where.run("pg_dump", "--format=custom", sink=sink)
+            transfer = _run_dump(db, where, snapshot, sink)
         meter.done()
         if transfer.bytes == 0:
             raise BackupError("pg_dump wrote nothing; no backup was kept")
@@ -183,6 +229,23 @@ def backup(
             file=sys.stderr,
         )
     return record
+
+
+def _run_dump(
+    db: Database, where: Client, snapshot: str, sink: Callable[[bytes], None]
+) -> Transfer:
+    try:
+        return where.run("pg_dump", "--format=custom", f"--snapshot={snapshot}", sink=sink)
+    except ClientError as exc:
+        if "invalid snapshot identifier" not in exc.message:
+            raise
+        if lost := db.lost(within=1.0):
+            raise BackupError(f"{lost}; no backup was kept") from None
+        raise BackupError(
+            f"pg_dump {where.where} reached another PostgreSQL server than the tunnel does (it "
+            "does not know the snapshot kubemigrate took there); point KUBEMIGRATE_DB_SERVICE "
+            "at a Service with the primary alone behind it, or set KUBEMIGRATE_DB_SELECTOR"
+        ) from None
 
 
 def timestamp() -> str:

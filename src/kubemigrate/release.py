@@ -91,7 +91,8 @@ def plan(settings: Settings) -> str:
     known = facts(db)
     head = ", ".join(scripts(alembic_config(settings)).get_heads())
     where, dumped_by = client(settings, db, known.server_major)
-    dump_argv = where.command("pg_dump", "--format=custom")
+    # The snapshot is exported when the backup starts, in the transaction that reads the revision.
+    dump_argv = where.command("pg_dump", "--format=custom", "--snapshot=SNAPSHOT")
     lines = [
         f"Release plan for {db.name} ({settings.environment}, target {settings.target}):",
         f"1. backup: {dumped_by}",
