@@ -315,24 +315,11 @@ def cluster(kube: KubeAPIServer, pg_server: Server, database: str) -> KubeAPISer
     """Namespace `staging`: a PostgreSQL pod (played by the test server), its Service, and a
     Secret with its credentials. Commands exec'd in the pod find pgserver's pg_dump and reach
     the database through the container's PGHOST/PGPORT, as in a real postgres image."""
-    from tests.kubeapi.api import Container
-
     kube.add_namespace(NS)
     kube.add_secret(
         NS, "db-credentials", {"username": ROLE, "password": PASSWORD, "database": database}
     )
-    container_env = {
-        "PATH": f"{bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": str(pg_server.port),
-    }
-    kube.add_pod(
-        NS,
-        "postgres-0",
-        labels={"app": "postgres"},
-        containers=[Container(name="postgres", ports={"postgresql": 5432}, env=container_env)],
-        port_targets={5432: ("127.0.0.1", pg_server.port)},
-    )
+    add_postgres_pod(kube, pg_server.port)
     kube.add_service(
         NS,
         "postgres",
@@ -340,6 +327,25 @@ def cluster(kube: KubeAPIServer, pg_server: Server, database: str) -> KubeAPISer
         ports=[{"name": "postgresql", "port": 5432, "targetPort": "postgresql"}],
     )
     return kube
+
+
+def add_postgres_pod(kube: KubeAPIServer, port: int, exec_port: int | None = None) -> None:
+    """Pod `postgres-0` in NS (labels app=postgres): port-forwards reach the PostgreSQL on
+    127.0.0.1:`port`, commands exec'd in it the one on `exec_port` (by default the same)."""
+    from tests.kubeapi.api import Container
+
+    container_env = {
+        "PATH": f"{bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "PGHOST": "127.0.0.1",
+        "PGPORT": str(exec_port or port),
+    }
+    kube.add_pod(
+        NS,
+        "postgres-0",
+        labels={"app": "postgres"},
+        containers=[Container(name="postgres", ports={"postgresql": 5432}, env=container_env)],
+        port_targets={5432: ("127.0.0.1", port)},
+    )
 
 
 @pytest.fixture

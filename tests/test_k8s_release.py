@@ -3,15 +3,22 @@ through the real `kubectl exec`, deploys through `kubectl apply -k` and `kubectl
 status`, all against the project's Kubernetes API test server."""
 
 import json
-import os
 import signal
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from kubemigrate.embedded import EmbeddedPostgres, bin_dir
-from tests.conftest import NS, PASSWORD, ROLE, Project, Server, interrupt_while_locked
+from kubemigrate.embedded import EmbeddedPostgres
+from tests.conftest import (
+    NS,
+    PASSWORD,
+    ROLE,
+    Project,
+    Server,
+    add_postgres_pod,
+    interrupt_while_locked,
+)
 from tests.kubeapi.api import KubeAPIServer
 
 pytestmark = pytest.mark.e2e
@@ -221,8 +228,6 @@ def test_a_pod_on_another_server_is_refused(
     """pg_dump in the pod must reach the server the tunnel reaches: the revision recorded is
     read there, in the snapshot pg_dump is given. A pod whose PostgreSQL is another server
     (a replica behind the same Service, say) fails the backup with what to change."""
-    from tests.kubeapi.api import Container
-
     assert k8s.inv("db.upgrade", "--env", NS).code == 0
     other = EmbeddedPostgres(tmp_path / "other")
     port = other.start().port
@@ -232,18 +237,8 @@ def test_a_pod_on_another_server_is_refused(
         connection.autocommit = True
         connection.cursor().execute(f"CREATE ROLE {ROLE} LOGIN")
         connection.close()
-        container_env = {
-            "PATH": f"{bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "PGHOST": "127.0.0.1",
-            "PGPORT": str(port),
-        }
-        cluster.add_pod(  # the tunnel still reaches pg_server; exec'd programs reach `other`
-            NS,
-            "postgres-0",
-            labels={"app": "postgres"},
-            containers=[Container(name="postgres", ports={"postgresql": 5432}, env=container_env)],
-            port_targets={5432: ("127.0.0.1", pg_server.port)},
-        )
+        # The tunnel still reaches pg_server; programs exec'd in the pod reach `other`.
+        add_postgres_pod(cluster, pg_server.port, exec_port=port)
         made = k8s.inv("db.backup", "--env", NS)
     finally:
         other.stop()
