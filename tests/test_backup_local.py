@@ -288,7 +288,7 @@ def test_losing_the_snapshot_connection_mid_dump_keeps_the_backup(
                     pg_server.execute(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = %s AND query LIKE %s",
-                        (database, "%alembic_version.version_num%"),
+                        (database, "%FROM alembic_version%"),  # the revision read in the snapshot
                     )
                 )
             sink(chunk)

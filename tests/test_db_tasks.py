@@ -257,3 +257,31 @@ def test_lock_timeout_stops_a_migration_behind_a_busy_table(
     assert "lock timeout" in result.stderr and "KUBEMIGRATE_LOCK_TIMEOUT" in result.stderr
     rows = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
     assert rows == [(parent,)]
+
+
+def test_current_heads_agrees_with_alembic(database_url: str) -> None:
+    """The revision is read with plain SQL (backup and restore then need no Alembic import):
+    it must say what Alembic's own MigrationContext says, before the table exists, while it is
+    empty, and with two heads."""
+    import sqlalchemy as sa
+    from alembic.runtime.migration import MigrationContext
+
+    from kubemigrate.migrations import current_heads
+
+    def both(connection: sa.Connection) -> tuple[list[str], list[str]]:
+        alembic = MigrationContext.configure(connection).get_current_heads()
+        return sorted(current_heads(connection)), sorted(alembic)
+
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            assert both(connection) == ([], [])
+            connection.exec_driver_sql(
+                "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)"
+            )
+            assert both(connection) == ([], [])
+            connection.exec_driver_sql("INSERT INTO alembic_version VALUES ('aaa'), ('bbb')")
+            assert both(connection) == (["aaa", "bbb"], ["aaa", "bbb"])
+            connection.rollback()
+    finally:
+        engine.dispose()
