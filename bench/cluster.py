@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 NAMESPACE = "bench"
 SERVICE = "postgres"
 POD = "postgres-0"
+SECRET = "db-credentials"
 
 
 @dataclass
@@ -55,7 +56,7 @@ def cluster(project: Scratch) -> Iterator[Cluster]:
         api.add_namespace(NAMESPACE)
         api.add_secret(
             NAMESPACE,
-            "db-credentials",
+            SECRET,
             {"username": url.username or "", "password": "unused", "database": url.database},
         )
         container_env = {
@@ -84,7 +85,7 @@ def cluster(project: Scratch) -> Iterator[Cluster]:
             f"KUBEMIGRATE_KUBECONFIG={kubeconfig}\n"
             f"KUBEMIGRATE_NAMESPACE={NAMESPACE}\n"
             f"KUBEMIGRATE_DB_SERVICE={SERVICE}\n"
-            "KUBEMIGRATE_DB_SECRET=db-credentials\n"
+            f"KUBEMIGRATE_DB_SECRET={SECRET}\n"
             "KUBEMIGRATE_DB_CONTAINER=postgres\n"
         )
         (project.root / ".env.bench").write_text(settings + "KUBEMIGRATE_KUBE_CONTEXT=bench\n")

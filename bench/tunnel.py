@@ -5,13 +5,19 @@ Both sides run against the project's Kubernetes API test server with the real ku
 task's side is measured twice: with the context named in the environment's settings (as CI
 and `.env.<environment>` files should have it), and with the kubeconfig's current context,
 which costs one more kubectl call (`config current-context`) before anything else starts.
+
+A third row, the floor, runs no kubemigrate code: the same port-forward with the two lookups a
+task makes beside it (`get secret`, `get endpointslices`), all three bare kubectls started at
+once with Popen, timed until the line and both lookups are in. It is the least any tool that
+reads the Secret and checks for a Ready pod through kubectl can take here; on 2 cores shared
+with the test API server, three kubectls (about 35 ms of CPU each) compete for the CPU.
 """
 
 import subprocess
 import time
 from collections.abc import Callable
 
-from bench.cluster import SERVICE, Cluster, cluster
+from bench.cluster import SECRET, SERVICE, Cluster, cluster
 from bench.timing import PYTHON, REPO, Result, Scratch, alternate, scratch
 
 
@@ -19,6 +25,7 @@ def measure(repetitions: int) -> list[Result]:
     with scratch() as project, cluster(project) as kube:
         named = alternate(_task(project, kube, "bench"), _kubectl(kube), repetitions)
         current = alternate(_task(project, kube, "bench-current"), _kubectl(kube), repetitions)
+        floor = alternate(_kubectl(kube, lookups=True), _kubectl(kube), repetitions)
     return [
         Result(
             "tunnel: task start to first query vs kubectl's `Forwarding from`",
@@ -28,6 +35,12 @@ def measure(repetitions: int) -> list[Result]:
         ),
         Result(
             "tunnel, with the kubeconfig's current context", *current, "reported", difference=True
+        ),
+        Result(
+            "tunnel floor: bare port-forward with the two lookups beside it (no kubemigrate)",
+            *floor,
+            "reported",
+            difference=True,
         ),
     ]
 
@@ -49,19 +62,32 @@ def _task(project: Scratch, kube: Cluster, environment: str) -> Callable[[], flo
     return run
 
 
-def _kubectl(kube: Cluster) -> Callable[[], float]:
+def _kubectl(kube: Cluster, lookups: bool = False) -> Callable[[], float]:
+    """Bare `kubectl port-forward`, timed to its `Forwarding from` line; with `lookups`, the
+    Secret and EndpointSlice reads started beside it and waited for too."""
     argv = kube.kubectl("port-forward", f"svc/{SERVICE}", ":5432", "--address", "127.0.0.1")
+    reads = [
+        kube.kubectl("get", "secret", SECRET, "-o", "json"),
+        kube.kubectl(
+            "get", "endpointslices", "-l", f"kubernetes.io/service-name={SERVICE}", "-o", "json"
+        ),
+    ]
 
     def run() -> float:
         started = time.perf_counter()
         process = subprocess.Popen(argv, env=kube.env, stdout=subprocess.PIPE, text=True)
+        gets = [
+            subprocess.Popen(read, env=kube.env, stdout=subprocess.DEVNULL)
+            for read in (reads if lookups else [])
+        ]
         try:
             assert process.stdout is not None
             line = process.stdout.readline()
-            elapsed = time.perf_counter() - started
             if "Forwarding from" not in line:
                 raise RuntimeError(f"kubectl port-forward said {line!r}")
-            return elapsed
+            if any(get.wait(60) != 0 for get in gets):
+                raise RuntimeError("a bare kubectl lookup failed")
+            return time.perf_counter() - started
         finally:
             process.terminate()
             process.wait(10)
