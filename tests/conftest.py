@@ -387,12 +387,19 @@ def pids_of(name: str) -> list[int]:
 
 
 def started(name: str, before: set[int]) -> int:
-    """The pid of the first new process called `name`, waiting up to 30 s for it."""
+    """The pid of the first new process called `name`, waiting up to 30 s for it. Short-lived
+    `name --version` probes (a backup asks pg_dump its version first) are not it."""
     deadline = time.monotonic() + 30
-    while not (set(pids_of(name)) - before) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        for pid in set(pids_of(name)) - before:
+            try:
+                argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue  # gone already
+            if b"--version" not in argv:
+                return pid
         time.sleep(0.05)
-    (pid,) = set(pids_of(name)) - before
-    return pid
+    raise AssertionError(f"no {name} process started within 30 s")
 
 
 def interrupt_while_locked(
