@@ -16,6 +16,7 @@ with the test API server, three kubectls (about 35 ms of CPU each) compete for t
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bench.cluster import SECRET, SERVICE, Cluster, cluster
 from bench.timing import PYTHON, REPO, Result, Scratch, alternate, scratch
@@ -89,7 +90,10 @@ def _kubectl(kube: Cluster, lookups: bool = False) -> Callable[[], float]:
                 raise RuntimeError("a bare kubectl lookup failed")
             return time.perf_counter() - started
         finally:
-            process.terminate()
-            process.wait(10)
+            children: list[subprocess.Popen[Any]] = [process, *gets]
+            for child in children:
+                if child.poll() is None:
+                    child.terminate()
+                child.wait(10)
 
     return run
