@@ -8,9 +8,10 @@ Create Date: ${create_date}
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-import sqlmodel
-from alembic import op
+# Kept in every revision, used or not yet (ruff's fix hook drops the unused noqa markers).
+import sqlalchemy as sa  # noqa: F401
+import sqlmodel  # noqa: F401
+from alembic import op  # noqa: F401
 ${imports if imports else ""}
 
 # revision identifiers, used by Alembic.

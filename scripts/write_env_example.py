@@ -12,7 +12,7 @@ from kubemigrate.settings import SETTINGS
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = """\
 # kubemigrate settings. Copy to .env (untracked) or .env.<environment> and uncomment what you need.
-# Order, later wins: defaults, .env, .env.<environment>, the process environment, task options.
+# Order, later wins: defaults, .env, .env.<environment>, the process environment.
 # Passwords belong in a Kubernetes Secret or an untracked .env, never in a committed file.
 """
 

@@ -24,7 +24,7 @@ import pytest
 from psycopg2 import sql
 
 from kubemigrate.embedded import EmbeddedPostgres, bin_dir
-from kubemigrate.target import url_from_parts
+from kubemigrate.urls import url_from_parts
 
 if TYPE_CHECKING:
     from tests.kubeapi.api import KubeAPIServer
@@ -162,7 +162,11 @@ class Project:
         )
 
     def add_revision(
-        self, rev: str, parent: str | None, *upgrade: str, downgrade: tuple[str, ...] = ()
+        self,
+        rev: str,
+        parent: str | tuple[str, ...] | None,
+        *upgrade: str,
+        downgrade: tuple[str, ...] = (),
     ) -> None:
         """A hand-written revision `rev` on top of `parent`; `upgrade`/`downgrade` are the
         statements of its functions (Alembic `op` and `sa` are imported)."""
@@ -388,7 +392,8 @@ def pids_of(name: str) -> list[int]:
 
 def started(name: str, before: set[int]) -> int:
     """The pid of the first new process called `name`, waiting up to 30 s for it. Short-lived
-    `name --version` probes (a backup asks pg_dump its version first) are not it."""
+    `name --version` probes (a backup asks pg_dump its version first) are not it, nor is one
+    that has exited but is not yet reaped (its command line reads empty)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for pid in set(pids_of(name)) - before:
@@ -396,7 +401,7 @@ def started(name: str, before: set[int]) -> int:
                 argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue  # gone already
-            if b"--version" not in argv:
+            if argv != [b""] and b"--version" not in argv:
                 return pid
         time.sleep(0.05)
     raise AssertionError(f"no {name} process started within 30 s")

@@ -210,15 +210,15 @@ def test_verify_reports_model_drift(project: Project, pg_server: Server, databas
 def test_progress_line_on_terminals_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kubemigrate import backup
+    from kubemigrate import backups
 
-    meter = backup.Progress(enabled=True)
+    meter = backups.Progress(enabled=True)
     meter.add(2_500_000)
     shown = capsys.readouterr().err
     assert "2.5 MB" in shown and "/s" in shown
     monkeypatch.setenv("CI", "true")
-    assert backup._show_progress() is False
-    quiet = backup.Progress(enabled=False)
+    assert backups._show_progress() is False
+    quiet = backups.Progress(enabled=False)
     quiet.add(10)
     assert capsys.readouterr().err == ""
 
@@ -226,7 +226,7 @@ def test_progress_line_on_terminals_only(
 def backup_in_process(project: Project, database_url: str, run: Callable[..., Any]) -> Path:
     """`db.backup` called in this process, with pg_dump started through `run(real, self, ...)`
     so that a test can act while the backup is under way; the dump's path."""
-    from kubemigrate import backup, target
+    from kubemigrate import backups, target
     from kubemigrate.pgclient import Client
     from kubemigrate.settings import load_settings
 
@@ -235,7 +235,7 @@ def backup_in_process(project: Project, database_url: str, run: Callable[..., An
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Client, "run", lambda self, *a, **kw: run(real, self, *a, **kw))
         try:
-            record = backup.backup(settings, progress=False)
+            record = backups.backup(settings, progress=False)
         finally:
             target.close_session()
     return project.root / "backups" / "local" / record.file

@@ -285,3 +285,48 @@ def test_current_heads_agrees_with_alembic(database_url: str) -> None:
             connection.rollback()
     finally:
         engine.dispose()
+
+
+def test_an_empty_revision_keeps_op_and_sa_imported(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    assert project.inv("db.revision", "data fix", "--no-autogenerate").code == 0
+    (written,) = project.versions.glob("*data_fix.py")
+    text = written.read_text()
+    assert "from alembic import op" in text and "import sqlalchemy as sa" in text
+    statement = '    op.execute(sa.text("CREATE TABLE fixed (id int)"))\n'
+    written.write_text(
+        text.replace('    """Upgrade schema."""\n', f'    """Upgrade schema."""\n{statement}')
+    )
+    upgraded = project.inv("db.upgrade")
+    assert upgraded.code == 0, upgraded.output
+    assert "fixed" in tables(pg_server, database)
+
+
+@pytest.mark.parametrize("message", ["", "   "])
+def test_a_revision_needs_a_message(project: Project, message: str) -> None:
+    result = project.inv("db.revision", message, "--no-autogenerate")
+    assert_clean_failure(result, "needs a message")
+    assert len(list(project.versions.glob("*.py"))) == 1
+
+
+def test_current_does_not_run_env_py(project: Project) -> None:
+    assert project.inv("db.upgrade").code == 0
+    env_py = project.root / "migrations" / "env.py"
+    env_py.write_text('raise RuntimeError("env.py ran")\n' + env_py.read_text())
+    result = project.inv("db.current")
+    assert result.code == 0, result.output
+    assert HEAD.search(result.stdout), result.output
+    verbose = project.inv("db.current", "--verbose")
+    assert verbose.code == 0, verbose.output
+    assert "Current revision(s) for postgresql+psycopg2://km_app:***@" in verbose.stdout
+    assert "Rev: " in verbose.stdout and "(head)" in verbose.stdout
+
+
+def test_current_names_a_revision_the_migrations_do_not_have(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    pg_server.execute("UPDATE alembic_version SET version_num = 'feedfacecafe'", database=database)
+    assert_clean_failure(project.inv("db.current"), "feedfacecafe")

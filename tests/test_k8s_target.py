@@ -5,6 +5,7 @@ Credentials live only in the Secret; the password has every URL-breaking charact
 each task no kubectl process may remain.
 """
 
+import json
 import os
 import signal
 import time
@@ -181,6 +182,23 @@ def test_no_kubectl(k8s: Project) -> None:
         k8s.inv("db.current", "--env", NS, KUBEMIGRATE_KUBECTL="no-such-kubectl"),
         "kubectl not found",
     )
+
+
+@pytest.mark.parametrize("situation", ["no current context", "no kubeconfig"])
+def test_no_context_configured_anywhere(k8s: Project, tmp_path: Path, situation: str) -> None:
+    config = tmp_path / "kubeconfig-without-current"
+    if situation == "no current context":
+        data = json.loads(Path(k8s.kubeconfig).read_text())
+        del data["current-context"]
+        config.write_text(json.dumps(data))
+        said = f"the kubeconfig {config} (KUBEMIGRATE_KUBECONFIG) names no current context"
+    else:
+        said = f"the kubeconfig {config} (KUBEMIGRATE_KUBECONFIG), which does not exist,"
+    result = k8s.inv(
+        "db.current", "--env", NS, KUBEMIGRATE_KUBE_CONTEXT="", KUBEMIGRATE_KUBECONFIG=str(config)
+    )
+    assert_fails(result, said, "set KUBEMIGRATE_KUBE_CONTEXT", "kubectl config use-context")
+    assert "None" not in result.output
 
 
 def test_current_context_is_used_and_named(k8s: Project) -> None:

@@ -3,7 +3,8 @@ the same cases run end to end through the real kubectl in tests/test_k8s_target.
 
 import pytest
 
-from kubemigrate.kube import Kubectl, NotFoundError
+from kubemigrate.errors import NotFoundError
+from kubemigrate.kube import Kubectl
 
 KUBECTL = Kubectl("kubectl", None, "staging", "db")
 

@@ -1,20 +1,19 @@
 """Unit tests of settings: the order of sources, and errors that name setting and file."""
 
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 
 from kubemigrate.errors import SettingsError
-from kubemigrate.settings import SETTINGS, load_settings
-from kubemigrate.target import parse_url, url_from_parts
+from kubemigrate.settings import BY_NAME, SETTINGS, Settings, _parse, load_settings
+from kubemigrate.urls import parse_url, url_from_parts
 
 SECRET = "p@ss:w/o%rd 'q\" #x"
 
 
-def load(
-    tmp_path: Path, env: str | None = None, environ: dict[str, str] | None = None, **options: object
-):
-    return load_settings(env, project_dir=tmp_path, environ=environ or {}, options=options)
+def load(tmp_path: Path, env: str | None = None, environ: dict[str, str] | None = None):
+    return load_settings(env, project_dir=tmp_path, environ=environ or {})
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -35,16 +34,14 @@ def test_later_sources_win(tmp_path: Path) -> None:
     (tmp_path / ".env.staging").write_text(
         "KUBEMIGRATE_NAMESPACE=staging\nKUBEMIGRATE_DB_SERVICE=pg-staging\n"
     )
-    settings = load(
-        tmp_path, "staging", {"KUBEMIGRATE_DB_SERVICE": "pg-process"}, namespace="from-option"
-    )
+    settings = load(tmp_path, "staging", {"KUBEMIGRATE_DB_SERVICE": "pg-process"})
     assert settings.environment == "staging"
     assert settings.db_name == "base"
     assert settings.source("db_name") == ".env"
     assert settings.db_service == "pg-process"
     assert settings.source("db_service") == "the environment"
-    assert settings.namespace == "from-option"
-    assert settings.source("namespace") == "option"
+    assert settings.namespace == "staging"
+    assert settings.source("namespace") == ".env.staging"
 
 
 def test_environment_chosen_by_variable_or_dotenv(tmp_path: Path) -> None:
@@ -81,6 +78,46 @@ def test_malformed_value_names_setting_and_file(tmp_path: Path, line: str, patte
     (tmp_path / ".env.staging").write_text(line + "\n")
     with pytest.raises(SettingsError, match=pattern):
         load(tmp_path, "staging")
+
+
+def test_every_setting_is_a_field_and_every_field_a_setting() -> None:
+    declared = [f.name for f in fields(Settings) if f.name not in ("project_dir", "sources")]
+    assert [s.attr for s in SETTINGS] == declared
+    assert len({s.name for s in SETTINGS}) == len(SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "reason"),
+    [
+        ("KUBEMIGRATE_DB_PORT", "fifty", "expected a port number (1-65535)"),
+        ("KUBEMIGRATE_DB_REMOTE_PORT", "65536", "expected a port number (1-65535)"),
+        ("KUBEMIGRATE_CONNECT_TIMEOUT", "soon", "expected a positive number of seconds"),
+        ("KUBEMIGRATE_ROLLOUT_TIMEOUT", "0", "expected a positive number of seconds"),
+        ("KUBEMIGRATE_LOCK_TIMEOUT", "-1", "expected a number of seconds, 0 or more"),
+        ("KUBEMIGRATE_STATEMENT_TIMEOUT", "off", "expected a number of seconds, 0 or more"),
+        ("KUBEMIGRATE_BACKUP_KEEP", "-3", "expected a whole number, 0 or more"),
+        ("KUBEMIGRATE_BACKUP_KEEP", "2.5", "expected a whole number, 0 or more"),
+        ("KUBEMIGRATE_TARGET", "kube", "must be one of local, k8s, external"),
+        ("KUBEMIGRATE_ENV", "prod/eu", "use letters, digits, '-' and '_'"),
+        ("KUBEMIGRATE_PROTECTED", "maybe", "expected true or false"),
+    ],
+)
+def test_malformed_value_of_each_kind_gives_its_reason(
+    tmp_path: Path, name: str, text: str, reason: str
+) -> None:
+    with pytest.raises(SettingsError) as info:
+        load(tmp_path, environ={name: text})
+    assert str(info.value) == f"{name} {text!r} from the environment is not valid: {reason}"
+
+
+def test_malformed_secret_is_not_echoed() -> None:
+    """No secret setting can be malformed today; check `_parse` with a secret port."""
+    secret_port = replace(BY_NAME["KUBEMIGRATE_DB_PORT"], secret=True)
+    with pytest.raises(SettingsError) as info:
+        _parse(secret_port, SECRET, ".env")
+    assert str(info.value) == (
+        "KUBEMIGRATE_DB_PORT from .env is not valid: expected a port number (1-65535)"
+    )
 
 
 def test_malformed_line_names_file_and_line_not_its_text(tmp_path: Path) -> None:

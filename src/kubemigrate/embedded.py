@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
 
-from kubemigrate.errors import EmbeddedDatabaseError
+from kubemigrate import children
+from kubemigrate.errors import DatabaseError
 
 SUPERUSER = "postgres"
 SERVER_USER_WHEN_ROOT = "pgserver"
@@ -31,7 +32,7 @@ def bin_dir() -> Path:
     """Directory of the PostgreSQL programs shipped by `pgserver` (found without importing it)."""
     spec = find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedDatabaseError(
+        raise DatabaseError(
             "the pgserver package is not installed: run `uv sync` to install kubemigrate's "
             "dependencies"
         )
@@ -81,9 +82,7 @@ class EmbeddedPostgres:
         """The URL of `database` on the running server (no password: local trust)."""
         status = self.status()
         if not status.running:
-            raise EmbeddedDatabaseError(
-                f"the embedded PostgreSQL in {self.data_dir} is not running"
-            )
+            raise DatabaseError(f"the embedded PostgreSQL in {self.data_dir} is not running")
         return f"postgresql+psycopg2://{user}@127.0.0.1:{status.port}/{database}"
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -107,7 +106,7 @@ class EmbeddedPostgres:
         )
         status = self.status()
         if not status.running:
-            raise EmbeddedDatabaseError(
+            raise DatabaseError(
                 f"the embedded PostgreSQL did not start; see {self.data_dir / 'server.log'}"
             )
         return status
@@ -185,36 +184,28 @@ class EmbeddedPostgres:
         self._run(program("pg_ctl"), "-D", str(self.data_dir), *args, new_session=True)
 
     def _run(self, *argv: str, new_session: bool = False) -> None:
-        # start_new_session keeps the server out of the terminal's process group, so a Ctrl-C
+        # A new session keeps the server out of the terminal's process group, so a Ctrl-C
         # meant for the task does not shut the database down.
-        # Under root, drop the root group too: with gid 0 the directories' group bits, not the
-        # search bit granted to others, would decide what the server may reach.
-        user = _server_user()
-        try:
-            subprocess.run(
-                argv,
-                check=True,
-                capture_output=True,
-                text=True,
-                timeout=START_TIMEOUT + 10,
-                start_new_session=new_session,
-                cwd=self.data_dir.parent,
-                user=user,
-                group=user,
-                extra_groups=[] if user else None,
-            )
-        except subprocess.CalledProcessError as exc:
-            detail = (exc.stderr or exc.stdout or "").strip().splitlines()
-            last = detail[-1] if detail else f"exit code {exc.returncode}"
-            raise EmbeddedDatabaseError(
-                f"{Path(argv[0]).name} failed for the embedded PostgreSQL in {self.data_dir}: "
-                f"{last}"
-            ) from None
-        except subprocess.TimeoutExpired:
-            raise EmbeddedDatabaseError(
-                f"{Path(argv[0]).name} timed out for the embedded PostgreSQL in {self.data_dir}; "
+        name = Path(argv[0]).name
+        finished = children.run(
+            children.command(argv[0]),
+            *argv[1:],
+            cwd=str(self.data_dir.parent),
+            timeout=START_TIMEOUT + 10,
+            preexec=_as_server_user(_server_user()),
+            new_session=new_session,
+        )
+        if finished.code is None:
+            raise DatabaseError(
+                f"{name} timed out for the embedded PostgreSQL in {self.data_dir}; "
                 f"see {self.data_dir / 'server.log'}"
-            ) from None
+            )
+        if not finished.ok:
+            detail = finished.errors.lines or finished.output.strip().splitlines()
+            last = detail[-1] if detail else f"exit code {finished.code}"
+            raise DatabaseError(
+                f"{name} failed for the embedded PostgreSQL in {self.data_dir}: {last}"
+            )
 
     def _hand_over(self, path: Path) -> None:
         """Under root, let the server user own the data directory and reach the programs."""
@@ -234,20 +225,39 @@ def _server_user() -> str | None:
     try:
         pwd.getpwnam(SERVER_USER_WHEN_ROOT)
     except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVER_USER_WHEN_ROOT,
-            ],
-            check=True,
-            capture_output=True,
+        added = children.run(
+            children.command("useradd"),
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SERVER_USER_WHEN_ROOT,
         )
+        if not added.ok:
+            raise DatabaseError(
+                f"cannot create the system user {SERVER_USER_WHEN_ROOT!r} the embedded "
+                f"PostgreSQL runs as under root: {added.errors.summary()}"
+            ) from None
     return SERVER_USER_WHEN_ROOT
+
+
+def _as_server_user(user: str | None) -> Callable[[], None] | None:
+    """In the child: become `user` (and its group alone), for the server under root. With gid
+    0 the directories' group bits, not the search bit granted to others, would decide what
+    the server may reach."""
+    if user is None:
+        return None
+    import pwd
+
+    record = pwd.getpwnam(user)
+
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(record.pw_gid)
+        os.setuid(record.pw_uid)
+
+    return become
 
 
 def _make_traversable(path: Path) -> None:

@@ -1,9 +1,18 @@
-"""Errors a user can act on.
+"""Errors a user can act on, all in one place.
 
 Every expected failure is a `KubemigrateError` whose message is one line saying what failed and
 what to do. The task layer turns it into invoke's `Exit`, so the user sees that line and a
 non-zero exit, never a traceback. Messages never contain a password: build them from masked
 URLs and names, not from raw connection strings.
+
+The subclasses say which part failed, for callers that handle one kind differently:
+
+- `SettingsError`: a setting is unknown, malformed or missing;
+- `DatabaseError`: PostgreSQL (the embedded server included) cannot be reached or refused;
+- `MigrationError`: Alembic refused a command, or the migrations are not fit to run;
+- `ClusterError`: kubectl could not do what was asked (tunnel, lookups, apply, rollout);
+  `NotFoundError` when the API server answered NotFound;
+- `BackupError`: a backup or restore could not be made or trusted.
 """
 
 
@@ -32,5 +41,13 @@ class MigrationError(KubemigrateError):
     """Alembic refused a command (unknown revision, several heads, not at head...)."""
 
 
-class EmbeddedDatabaseError(KubemigrateError):
-    """The embedded PostgreSQL could not be started or stopped."""
+class ClusterError(KubemigrateError):
+    """kubectl could not do what was asked."""
+
+
+class NotFoundError(ClusterError):
+    """The API server answered NotFound."""
+
+
+class BackupError(KubemigrateError):
+    """A backup or restore could not be made or trusted."""

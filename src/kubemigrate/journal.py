@@ -20,6 +20,7 @@ class Journal:
     done: list[str] = field(default_factory=list)
     backup: Path | None = None
     environment: str | None = None
+    linted: set[str] = field(default_factory=set)  # environments whose gate passed
 
     def record(
         self, step: str, *, backup: Path | None = None, environment: str | None = None

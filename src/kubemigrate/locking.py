@@ -99,13 +99,11 @@ def set_timeouts(connection: Connection, *, lock_timeout: float, statement_timeo
     connection.exec_driver_sql(
         "SELECT set_config('lock_timeout', %(lock)s, false), "
         "set_config('statement_timeout', %(statement)s, false)",
-        {
-            "lock": f"{int(lock_timeout * 1000)}ms",
-            "statement": f"{int(statement_timeout * 1000)}ms",
-        },
+        {"lock": milliseconds(lock_timeout), "statement": milliseconds(statement_timeout)},
     )
     connection.commit()
 
 
-def _ms(seconds: float) -> str:
+def milliseconds(seconds: float) -> str:
+    """A PostgreSQL duration setting: 1.5 -> '1500ms'."""
     return f"{int(seconds * 1000)}ms"

@@ -5,70 +5,85 @@ Settings are read in this order, later wins:
 1. the defaults below;
 2. `.env` in the project directory;
 3. `.env.<environment>` for the chosen environment (`--env NAME` or `KUBEMIGRATE_ENV`);
-4. the process environment;
-5. task options.
+4. the process environment.
 
 Only names starting with `KUBEMIGRATE_`, plus `DATABASE_URL`, are ours. A `.env` file usually
 serves the application too, so its other names are left alone; an unknown `KUBEMIGRATE_` name is
 an error (most likely a typo), and so is a malformed value. Both name the setting and the file it
 came from, and never echo a value, which may be a password.
+
+Each setting is declared once, as a field of `Settings`: its variable name, its default (as the
+text a file would hold), its kind and its help. A kind reads the text of a value and raises
+`ValueError` with the reason shown to the user when the text is malformed.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubemigrate.errors import SettingsError
 
 PREFIX = "KUBEMIGRATE_"
 TARGETS = ("local", "k8s", "external")
 
+T = TypeVar("T")
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(value: str, convert: Callable[[str], N], accept: Callable[[N], bool], reason: str) -> N:
+    """`value` converted and accepted, or ValueError(reason)."""
+    try:
+        number = convert(value)
+    except ValueError:
+        raise ValueError(reason) from None
+    if not accept(number):
+        raise ValueError(reason)
+    return number
+
 
 def _text(value: str) -> str:
+    """Text, stripped."""
     return value.strip()
 
 
 def _optional(value: str) -> str | None:
+    """Text, stripped; empty means None."""
     return value.strip() or None
 
 
 def _port(value: str) -> int:
-    number = int(value)
-    if not 0 < number < 65536:
-        raise ValueError("not a port")
-    return number
+    """A TCP port number."""
+    return _number(value, int, lambda n: 0 < n < 65536, "expected a port number (1-65535)")
 
 
 def _seconds(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError("not positive")
-    return number
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("negative")
-    return number
-
-
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(name.strip() for name in value.split(",") if name.strip())
+    """A duration in seconds, more than 0."""
+    return _number(value, float, lambda n: n > 0, "expected a positive number of seconds")
 
 
 def _seconds_or_off(value: str) -> float:
-    number = float(value)
-    if number < 0:
-        raise ValueError("negative")
-    return number
+    """A duration in seconds, 0 meaning none."""
+    return _number(value, float, lambda n: n >= 0, "expected a number of seconds, 0 or more")
+
+
+def _count(value: str) -> int:
+    """A whole number, 0 or more."""
+    return _number(value, int, lambda n: n >= 0, "expected a whole number, 0 or more")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    """Comma-separated names; empty ones are dropped."""
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def _flag(value: str) -> bool:
+    """true/false, yes/no, on/off or 1/0; empty means false."""
     text = value.strip().lower()
     if text in ("1", "true", "yes", "on"):
         return True
@@ -78,15 +93,30 @@ def _flag(value: str) -> bool:
 
 
 def _target(value: str) -> str:
+    """One of TARGETS."""
     if value not in TARGETS:
         raise ValueError(f"must be one of {', '.join(TARGETS)}")
     return value
 
 
 def _environment(value: str) -> str:
+    """An environment name, usable in the file name `.env.<name>`."""
     if not value or not all(ch.isalnum() or ch in "-_" for ch in value):
         raise ValueError("use letters, digits, '-' and '_'")
     return value
+
+
+def setting(
+    name: str, default: str, kind: Callable[[str], T], help: str, *, secret: bool = False
+) -> T:
+    """Declare a field of `Settings`: read from variable `name`, `default` when unset.
+
+    The field has no dataclass default (`load_settings` fills every field); a secret one is
+    left out of the dataclass repr. The return type lets mypy check the field's type against
+    what `kind` returns.
+    """
+    metadata = {"name": name, "default": default, "kind": kind, "help": help, "secret": secret}
+    return field(repr=not secret, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -96,264 +126,9 @@ class Setting:
     name: str
     attr: str
     default: str
-    parse: Callable[[str], Any]
+    kind: Callable[[str], Any]
     help: str
     secret: bool = False
-
-
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "KUBEMIGRATE_ENV",
-        "environment",
-        "local",
-        _environment,
-        "Environment name; selects the file .env.<name> (same as --env).",
-    ),
-    Setting(
-        "KUBEMIGRATE_TARGET",
-        "target",
-        "local",
-        _target,
-        "Where the database is: local (embedded or DATABASE_URL), k8s (in the cluster, "
-        "through kubectl port-forward) or external (reached directly).",
-    ),
-    Setting(
-        "DATABASE_URL",
-        "database_url",
-        "",
-        _optional,
-        "Full SQLAlchemy/PostgreSQL URL; wins over the KUBEMIGRATE_DB_* parts and the Secret.",
-        secret=True,
-    ),
-    Setting(
-        "KUBEMIGRATE_DB_HOST",
-        "db_host",
-        "",
-        _optional,
-        "Database host, when DATABASE_URL is not set.",
-    ),
-    Setting("KUBEMIGRATE_DB_PORT", "db_port", "5432", _port, "Database port."),
-    Setting("KUBEMIGRATE_DB_USER", "db_user", "", _optional, "Database user."),
-    Setting(
-        "KUBEMIGRATE_DB_PASSWORD",
-        "db_password",
-        "",
-        _optional,
-        "Database password (prefer a Kubernetes Secret or DATABASE_URL in an untracked .env).",
-        secret=True,
-    ),
-    Setting("KUBEMIGRATE_DB_NAME", "db_name", "app", _text, "Database name."),
-    Setting(
-        "KUBEMIGRATE_CONNECT_TIMEOUT",
-        "connect_timeout",
-        "10",
-        _seconds,
-        "Seconds to wait for a database connection before failing.",
-    ),
-    Setting(
-        "KUBEMIGRATE_DATA_DIR",
-        "data_dir",
-        ".kubemigrate/pgdata",
-        _text,
-        "Data directory of the embedded PostgreSQL (relative to the project).",
-    ),
-    Setting(
-        "KUBEMIGRATE_MIGRATIONS_CONFIG",
-        "alembic_ini",
-        "alembic.ini",
-        _text,
-        "Alembic configuration file (relative to the project).",
-    ),
-    Setting(
-        "KUBEMIGRATE_KUBECTL",
-        "kubectl",
-        "kubectl",
-        _text,
-        "kubectl binary to run (a name on PATH or a path).",
-    ),
-    Setting(
-        "KUBEMIGRATE_KUBECONFIG",
-        "kubeconfig",
-        "",
-        _optional,
-        "kubeconfig file; empty means kubectl's own default (KUBECONFIG or ~/.kube/config).",
-    ),
-    Setting(
-        "KUBEMIGRATE_KUBE_CONTEXT",
-        "kube_context",
-        "",
-        _optional,
-        "kubectl context; empty means the kubeconfig's current context.",
-    ),
-    Setting(
-        "KUBEMIGRATE_NAMESPACE",
-        "namespace",
-        "default",
-        _text,
-        "Namespace of the database and its Secret.",
-    ),
-    Setting(
-        "KUBEMIGRATE_DB_SERVICE",
-        "db_service",
-        "postgres",
-        _optional,
-        "Service in front of the bundled PostgreSQL (port-forward svc/NAME).",
-    ),
-    Setting(
-        "KUBEMIGRATE_DB_SELECTOR",
-        "db_selector",
-        "",
-        _optional,
-        "Label selector of the PostgreSQL pod, used instead of the Service when set "
-        "(e.g. app=postgres).",
-    ),
-    Setting(
-        "KUBEMIGRATE_DB_REMOTE_PORT",
-        "db_remote_port",
-        "5432",
-        _port,
-        "Port of PostgreSQL on the Service or pod.",
-    ),
-    Setting(
-        "KUBEMIGRATE_DB_SECRET",
-        "db_secret",
-        "",
-        _optional,
-        "Secret holding the database credentials; empty means none is read.",
-    ),
-    Setting(
-        "KUBEMIGRATE_SECRET_URL_KEY",
-        "secret_url_key",
-        "",
-        _optional,
-        "Key of the Secret holding a full database URL; when set the other keys are unused.",
-    ),
-    Setting(
-        "KUBEMIGRATE_SECRET_USER_KEY",
-        "secret_user_key",
-        "username",
-        _text,
-        "Key of the Secret holding the user name.",
-    ),
-    Setting(
-        "KUBEMIGRATE_SECRET_PASSWORD_KEY",
-        "secret_password_key",
-        "password",
-        _text,
-        "Key of the Secret holding the password.",
-    ),
-    Setting(
-        "KUBEMIGRATE_SECRET_DATABASE_KEY",
-        "secret_database_key",
-        "database",
-        _text,
-        "Key of the Secret holding the database name (optional in the Secret).",
-    ),
-    Setting(
-        "KUBEMIGRATE_SECRET_HOST_KEY",
-        "secret_host_key",
-        "host",
-        _text,
-        "Key of the Secret holding the host, for the external target (optional).",
-    ),
-    Setting(
-        "KUBEMIGRATE_SECRET_PORT_KEY",
-        "secret_port_key",
-        "port",
-        _text,
-        "Key of the Secret holding the port, for the external target (optional).",
-    ),
-    Setting(
-        "KUBEMIGRATE_DB_CONTAINER",
-        "db_container",
-        "",
-        _optional,
-        "Container of the database pod in which pg_dump/pg_restore run; empty: the pod's default.",
-    ),
-    Setting(
-        "KUBEMIGRATE_BACKUP_DIR",
-        "backup_dir",
-        "backups",
-        _text,
-        "Directory of backups (relative to the project); files go to <dir>/<environment>/.",
-    ),
-    Setting(
-        "KUBEMIGRATE_BACKUP_KEEP",
-        "backup_keep",
-        "0",
-        _count,
-        "Keep only the newest N backups per environment and database (0: keep all).",
-    ),
-    Setting(
-        "KUBEMIGRATE_MANIFESTS",
-        "manifests",
-        "k8s",
-        _text,
-        "Kustomize directory `inv deploy` applies (kubectl apply -k), relative to the project.",
-    ),
-    Setting(
-        "KUBEMIGRATE_DEPLOYMENTS",
-        "deployments",
-        "web",
-        _names,
-        "Comma-separated Deployments whose rollout `inv deploy` waits for.",
-    ),
-    Setting(
-        "KUBEMIGRATE_ROLLOUT_TIMEOUT",
-        "rollout_timeout",
-        "300",
-        _seconds,
-        "Seconds `inv deploy` waits for each rollout.",
-    ),
-    Setting(
-        "KUBEMIGRATE_LOCK_WAIT",
-        "lock_wait",
-        "60",
-        _seconds,
-        "Seconds a migration waits for another one on the same database to finish.",
-    ),
-    Setting(
-        "KUBEMIGRATE_LOCK_TIMEOUT",
-        "lock_timeout",
-        "5",
-        _seconds_or_off,
-        "PostgreSQL lock_timeout of migration sessions, in seconds (0: none): a migration "
-        "queued behind the application's locks fails instead of blocking it.",
-    ),
-    Setting(
-        "KUBEMIGRATE_STATEMENT_TIMEOUT",
-        "statement_timeout",
-        "300",
-        _seconds_or_off,
-        "PostgreSQL statement_timeout of migration sessions, in seconds (0: none).",
-    ),
-    Setting(
-        "KUBEMIGRATE_PROTECTED",
-        "protected",
-        "false",
-        _flag,
-        "true for environments like production: downgrade, stamp, restore and merge ask for "
-        "confirmation (--yes in pipelines), and upgrade runs `db.lint` first.",
-    ),
-    Setting(
-        "KUBEMIGRATE_LINT_EXCLUDE",
-        "lint_exclude",
-        "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
-        "prefer-identity,prefer-text-field,prefer-timestamptz",
-        _names,
-        "squawk rules `db.lint` leaves out (style rather than safety).",
-    ),
-    Setting(
-        "KUBEMIGRATE_TUNNEL_TIMEOUT",
-        "tunnel_timeout",
-        "30",
-        _seconds,
-        "Seconds to wait for kubectl port-forward to be ready.",
-    ),
-)
-
-BY_NAME = {s.name: s for s in SETTINGS}
-BY_ATTR = {s.attr: s for s in SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -361,48 +136,211 @@ class Settings:
     """Every setting kubemigrate reads, typed, plus where each value came from."""
 
     project_dir: Path
-    environment: str
-    target: str
-    database_url: str | None
-    db_host: str | None
-    db_port: int
-    db_user: str | None
-    db_password: str | None = field(repr=False)
-    db_name: str
-    connect_timeout: float
-    data_dir: str
-    alembic_ini: str
-    kubectl: str
-    kubeconfig: str | None
-    kube_context: str | None
-    namespace: str
-    db_service: str | None
-    db_selector: str | None
-    db_remote_port: int
-    db_secret: str | None
-    secret_url_key: str | None
-    secret_user_key: str
-    secret_password_key: str
-    secret_database_key: str
-    secret_host_key: str
-    secret_port_key: str
-    db_container: str | None
-    backup_dir: str
-    backup_keep: int
-    manifests: str
-    deployments: tuple[str, ...]
-    rollout_timeout: float
-    lock_wait: float
-    lock_timeout: float
-    statement_timeout: float
-    protected: bool
-    lint_exclude: tuple[str, ...]
-    tunnel_timeout: float
+    environment: str = setting(
+        "KUBEMIGRATE_ENV",
+        "local",
+        _environment,
+        "Environment name; selects the file .env.<name> (same as --env).",
+    )
+    target: str = setting(
+        "KUBEMIGRATE_TARGET",
+        "local",
+        _target,
+        "Where the database is: local (embedded or DATABASE_URL), k8s (in the cluster, "
+        "through kubectl port-forward) or external (reached directly).",
+    )
+    database_url: str | None = setting(
+        "DATABASE_URL",
+        "",
+        _optional,
+        "Full SQLAlchemy/PostgreSQL URL; wins over the KUBEMIGRATE_DB_* parts and the Secret.",
+        secret=True,
+    )
+    db_host: str | None = setting(
+        "KUBEMIGRATE_DB_HOST", "", _optional, "Database host, when DATABASE_URL is not set."
+    )
+    db_port: int = setting("KUBEMIGRATE_DB_PORT", "5432", _port, "Database port.")
+    db_user: str | None = setting("KUBEMIGRATE_DB_USER", "", _optional, "Database user.")
+    db_password: str | None = setting(
+        "KUBEMIGRATE_DB_PASSWORD",
+        "",
+        _optional,
+        "Database password (prefer a Kubernetes Secret or DATABASE_URL in an untracked .env).",
+        secret=True,
+    )
+    db_name: str = setting("KUBEMIGRATE_DB_NAME", "app", _text, "Database name.")
+    connect_timeout: float = setting(
+        "KUBEMIGRATE_CONNECT_TIMEOUT",
+        "10",
+        _seconds,
+        "Seconds to wait for a database connection before failing.",
+    )
+    data_dir: str = setting(
+        "KUBEMIGRATE_DATA_DIR",
+        ".kubemigrate/pgdata",
+        _text,
+        "Data directory of the embedded PostgreSQL (relative to the project).",
+    )
+    alembic_ini: str = setting(
+        "KUBEMIGRATE_MIGRATIONS_CONFIG",
+        "alembic.ini",
+        _text,
+        "Alembic configuration file (relative to the project).",
+    )
+    kubectl: str = setting(
+        "KUBEMIGRATE_KUBECTL", "kubectl", _text, "kubectl binary to run (a name on PATH or a path)."
+    )
+    kubeconfig: str | None = setting(
+        "KUBEMIGRATE_KUBECONFIG",
+        "",
+        _optional,
+        "kubeconfig file; empty means kubectl's own default (KUBECONFIG or ~/.kube/config).",
+    )
+    kube_context: str | None = setting(
+        "KUBEMIGRATE_KUBE_CONTEXT",
+        "",
+        _optional,
+        "kubectl context; empty means the kubeconfig's current context.",
+    )
+    namespace: str = setting(
+        "KUBEMIGRATE_NAMESPACE", "default", _text, "Namespace of the database and its Secret."
+    )
+    db_service: str | None = setting(
+        "KUBEMIGRATE_DB_SERVICE",
+        "postgres",
+        _optional,
+        "Service in front of the bundled PostgreSQL (port-forward svc/NAME).",
+    )
+    db_selector: str | None = setting(
+        "KUBEMIGRATE_DB_SELECTOR",
+        "",
+        _optional,
+        "Label selector of the PostgreSQL pod, used instead of the Service when set "
+        "(e.g. app=postgres).",
+    )
+    db_remote_port: int = setting(
+        "KUBEMIGRATE_DB_REMOTE_PORT", "5432", _port, "Port of PostgreSQL on the Service or pod."
+    )
+    db_secret: str | None = setting(
+        "KUBEMIGRATE_DB_SECRET",
+        "",
+        _optional,
+        "Secret holding the database credentials; empty means none is read.",
+    )
+    secret_url_key: str | None = setting(
+        "KUBEMIGRATE_SECRET_URL_KEY",
+        "",
+        _optional,
+        "Key of the Secret holding a full database URL; when set the other keys are unused.",
+    )
+    secret_user_key: str = setting(
+        "KUBEMIGRATE_SECRET_USER_KEY", "username", _text, "Key of the Secret holding the user name."
+    )
+    secret_password_key: str = setting(
+        "KUBEMIGRATE_SECRET_PASSWORD_KEY",
+        "password",
+        _text,
+        "Key of the Secret holding the password.",
+    )
+    secret_database_key: str = setting(
+        "KUBEMIGRATE_SECRET_DATABASE_KEY",
+        "database",
+        _text,
+        "Key of the Secret holding the database name (optional in the Secret).",
+    )
+    secret_host_key: str = setting(
+        "KUBEMIGRATE_SECRET_HOST_KEY",
+        "host",
+        _text,
+        "Key of the Secret holding the host, for the external target (optional).",
+    )
+    secret_port_key: str = setting(
+        "KUBEMIGRATE_SECRET_PORT_KEY",
+        "port",
+        _text,
+        "Key of the Secret holding the port, for the external target (optional).",
+    )
+    db_container: str | None = setting(
+        "KUBEMIGRATE_DB_CONTAINER",
+        "",
+        _optional,
+        "Container of the database pod in which pg_dump/pg_restore run; empty: the pod's default.",
+    )
+    backup_dir: str = setting(
+        "KUBEMIGRATE_BACKUP_DIR",
+        "backups",
+        _text,
+        "Directory of backups (relative to the project); files go to <dir>/<environment>/.",
+    )
+    backup_keep: int = setting(
+        "KUBEMIGRATE_BACKUP_KEEP",
+        "0",
+        _count,
+        "Keep only the newest N backups per environment and database (0: keep all).",
+    )
+    manifests: str = setting(
+        "KUBEMIGRATE_MANIFESTS",
+        "k8s",
+        _text,
+        "Kustomize directory `inv deploy` applies (kubectl apply -k), relative to the project.",
+    )
+    deployments: tuple[str, ...] = setting(
+        "KUBEMIGRATE_DEPLOYMENTS",
+        "web",
+        _names,
+        "Comma-separated Deployments whose rollout `inv deploy` waits for.",
+    )
+    rollout_timeout: float = setting(
+        "KUBEMIGRATE_ROLLOUT_TIMEOUT",
+        "300",
+        _seconds,
+        "Seconds `inv deploy` waits for each rollout.",
+    )
+    lock_wait: float = setting(
+        "KUBEMIGRATE_LOCK_WAIT",
+        "60",
+        _seconds,
+        "Seconds a migration waits for another one on the same database to finish.",
+    )
+    lock_timeout: float = setting(
+        "KUBEMIGRATE_LOCK_TIMEOUT",
+        "5",
+        _seconds_or_off,
+        "PostgreSQL lock_timeout of migration sessions, in seconds (0: none): a migration "
+        "queued behind the application's locks fails instead of blocking it.",
+    )
+    statement_timeout: float = setting(
+        "KUBEMIGRATE_STATEMENT_TIMEOUT",
+        "300",
+        _seconds_or_off,
+        "PostgreSQL statement_timeout of migration sessions, in seconds (0: none).",
+    )
+    protected: bool = setting(
+        "KUBEMIGRATE_PROTECTED",
+        "false",
+        _flag,
+        "true for environments like production: downgrade, stamp, restore and merge ask for "
+        "confirmation (--yes in pipelines), and upgrade runs `db.lint` first.",
+    )
+    lint_exclude: tuple[str, ...] = setting(
+        "KUBEMIGRATE_LINT_EXCLUDE",
+        "prefer-robust-stmts,prefer-bigint-over-int,prefer-bigint-over-smallint,"
+        "prefer-identity,prefer-text-field,prefer-timestamptz",
+        _names,
+        "squawk rules `db.lint` leaves out (style rather than safety).",
+    )
+    tunnel_timeout: float = setting(
+        "KUBEMIGRATE_TUNNEL_TIMEOUT",
+        "30",
+        _seconds,
+        "Seconds to wait for kubectl port-forward to be ready.",
+    )
+
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={'***' if _is_secret(f.name) else getattr(self, f.name)!r}"
+            f"{f.name}={'***' if _is_secret(f) else getattr(self, f.name)!r}"
             for f in fields(self)
             if f.name != "sources"
         )
@@ -413,13 +351,31 @@ class Settings:
         return (self.project_dir / value).resolve()
 
     def source(self, attr: str) -> str:
-        """Where the value of `attr` came from: default, a file name, environment or option."""
+        """Where the value of `attr` came from: default, a file name, the environment or --env."""
         return self.sources.get(attr, "default")
 
 
-def _is_secret(attr: str) -> bool:
-    setting = BY_ATTR.get(attr)
-    return bool(setting and setting.secret)
+def _is_secret(declared: Field[Any]) -> bool:
+    """Whether a field of Settings holds a secret, never to be shown."""
+    return bool(declared.metadata.get("secret"))
+
+
+def _setting(declared: Field[Any]) -> Setting:
+    """The setting a field of Settings declares."""
+    meta = declared.metadata
+    return Setting(
+        name=meta["name"],
+        attr=declared.name,
+        default=meta["default"],
+        kind=meta["kind"],
+        help=meta["help"],
+        secret=meta["secret"],
+    )
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_setting(f) for f in fields(Settings) if "name" in f.metadata)
+BY_NAME = {s.name: s for s in SETTINGS}
+BY_ATTR = {s.attr: s for s in SETTINGS}
 
 
 def find_project_dir(start: Path | None = None) -> Path:
@@ -472,13 +428,8 @@ def load_settings(
     *,
     project_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    options: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Read the settings for `environment` (None: `KUBEMIGRATE_ENV`, then `.env`, then local).
-
-    `options` maps attribute names (`namespace`, `target`...) to values given on the command
-    line; None values are ignored.
-    """
+    """Read the settings for `environment` (None: `KUBEMIGRATE_ENV`, then `.env`, then local)."""
     project = (project_dir or find_project_dir()).resolve()
     env = os.environ if environ is None else environ
 
@@ -514,31 +465,16 @@ def load_settings(
         text, origin = raw.get(setting.name, (setting.default, "default"))
         values[setting.attr] = _parse(setting, text, origin)
         sources[setting.attr] = origin
-    for attr, value in (options or {}).items():
-        if value is None:
-            continue
-        setting = BY_ATTR[attr]
-        values[attr] = _parse(setting, str(value), "the command line")
-        sources[attr] = "option"
     return Settings(project_dir=project, sources=sources, **values)
 
 
 def _parse(setting: Setting, text: str, origin: str) -> Any:
+    """The value of `setting` read from `text`; a malformed one names the setting and origin.
+
+    The message shows the text, unless the setting is a secret.
+    """
     try:
-        return setting.parse(text)
+        return setting.kind(text)
     except ValueError as exc:
         shown = "" if setting.secret else f" {text!r}"
-        reason = str(exc) if setting.parse in (_target, _environment, _flag) else _expected(setting)
-        raise SettingsError(f"{setting.name}{shown} from {origin} is not valid: {reason}") from None
-
-
-def _expected(setting: Setting) -> str:
-    if setting.parse is _port:
-        return "expected a port number (1-65535)"
-    if setting.parse is _seconds:
-        return "expected a positive number of seconds"
-    if setting.parse is _seconds_or_off:
-        return "expected a number of seconds, 0 or more"
-    if setting.parse is _count:
-        return "expected a whole number, 0 or more"
-    return "malformed value"
+        raise SettingsError(f"{setting.name}{shown} from {origin} is not valid: {exc}") from None

@@ -1,15 +1,18 @@
-"""From settings to a reachable database.
+"""From settings to a reachable database: `database(settings)`.
 
-`database(settings)` answers "which PostgreSQL, at which URL" for the configured target:
+`_open` decides it in one `match settings.target`, read top to bottom:
 
 - `local`: `DATABASE_URL` (or the `KUBEMIGRATE_DB_*` parts) when set, else the embedded
   PostgreSQL, started on demand;
-- `external`: `DATABASE_URL`, the parts, or the credentials in a Kubernetes Secret, reached
-  directly;
-- `k8s`: the credentials in a Kubernetes Secret, reached through `kubectl port-forward`.
+- `external`: `DATABASE_URL` or the parts, else the credentials in a Kubernetes Secret, host
+  included, reached directly;
+- `k8s`: `kubemigrate.cluster.reach` opens `kubectl port-forward` and reads the Secret at
+  once; the credentials come from the Secret (else from the settings), the host and port are
+  the tunnel's end.
 
-What is opened (a tunnel) is opened once per process, that is once per `inv` invocation, and
-kept in the `Session` until the process ends, so chained tasks share it.
+Which credentials win is `kubemigrate.credentials.credentials`' one decision. What is opened
+(a tunnel) is opened once per process, that is once per `inv` invocation, and kept in the
+`Session` until the process ends, so chained tasks share it.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kubemigrate.credentials import credentials, from_parts
 from kubemigrate.errors import DatabaseError, SettingsError
 from kubemigrate.settings import Settings
+from kubemigrate.urls import APPLICATION_NAME, parse_url
 
 if TYPE_CHECKING:
     from sqlalchemy import URL, Connection
 
     from kubemigrate.tunnel import PortForward
-
-APPLICATION_NAME = "kubemigrate"
 
 
 @dataclass(frozen=True)
@@ -61,42 +64,6 @@ class Database:
         return self.url.database or ""
 
 
-def parse_url(text: str, origin: str) -> URL:
-    """A SQLAlchemy URL for PostgreSQL with psycopg2; the text is never echoed on error."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(text)
-    except (ArgumentError, ValueError):
-        raise SettingsError(
-            f"the database URL from {origin} is not a valid URL; expected "
-            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (percent-encode special characters)"
-        ) from None
-    if url.get_backend_name() not in ("postgresql", "postgres"):
-        raise SettingsError(
-            f"the database URL from {origin} is for {url.get_backend_name()!r}; "
-            "kubemigrate supports PostgreSQL only"
-        )
-    return url.set(drivername="postgresql+psycopg2")
-
-
-def url_from_parts(
-    *, host: str, port: int, user: str | None, password: str | None, database: str
-) -> URL:
-    """A URL built from separate values; any character in the password is fine."""
-    from sqlalchemy import URL
-
-    return URL.create(
-        "postgresql+psycopg2",
-        username=user,
-        password=password,
-        host=host,
-        port=port,
-        database=database,
-    )
-
-
 class Session:
     """What one `inv` invocation opened: databases by environment, and their tunnels."""
 
@@ -108,7 +75,7 @@ class Session:
         key = (settings.environment, settings.target)
         known = self.databases.get(key)
         if known is None or known.lost():  # a dropped tunnel is opened again for the next task
-            self.databases[key] = _resolve(settings, self.stack)
+            self.databases[key] = _open(settings, self.stack)
         return self.databases[key]
 
     def close(self) -> None:
@@ -141,14 +108,23 @@ def database(settings: Settings) -> Database:
     return session().database(settings)
 
 
-def _resolve(settings: Settings, stack: ExitStack) -> Database:
+def _open(settings: Settings, stack: ExitStack) -> Database:
+    """The database the settings name, opening what it needs (kept open by `stack`)."""
     tunnel = pod = None
-    if settings.target == "k8s":
-        from kubemigrate.cluster import tunnelled_url
+    match settings.target:
+        case "local":
+            url = credentials(settings) or _embedded_url(settings)
+        case "external":
+            url = credentials(settings) or _external_url(settings)
+        case "k8s":
+            from kubemigrate import cluster
 
-        url, tunnel, pod = tunnelled_url(settings, stack)
-    else:
-        url = _direct_url(settings)
+            reached = cluster.reach(settings, stack)
+            tunnel, pod = reached.tunnel, reached.pod
+            found = credentials(settings, reached.secret) or from_parts(settings)
+            url = found.set(host="127.0.0.1", port=reached.port)
+        case _:
+            raise SettingsError(f"unknown target {settings.target!r}")
     return Database(
         url=url,
         environment=settings.environment,
@@ -158,22 +134,24 @@ def _resolve(settings: Settings, stack: ExitStack) -> Database:
     )
 
 
-def _direct_url(settings: Settings) -> URL:
-    if settings.database_url:
-        return parse_url(settings.database_url, settings.source("database_url"))
-    if settings.db_host:
-        return url_from_parts(
-            host=settings.db_host,
-            port=settings.db_port,
-            user=settings.db_user,
-            password=settings.db_password,
-            database=settings.db_name,
-        )
-    if settings.target == "local":
-        return _embedded_url(settings)
-    from kubemigrate.cluster import external_url
+def _external_url(settings: Settings) -> URL:
+    """The external database's URL from the Secret (host included)."""
+    from kubemigrate.kube import Kubectl
 
-    return external_url(settings)
+    if not settings.db_secret:
+        raise SettingsError(
+            f"target external (environment {settings.environment}) needs DATABASE_URL, "
+            "KUBEMIGRATE_DB_HOST or KUBEMIGRATE_DB_SECRET"
+        )
+    secret = Kubectl.from_settings(settings).secret(settings.db_secret)
+    url = credentials(settings, secret)
+    assert url is not None
+    if not url.host:
+        raise SettingsError(
+            f"Secret {settings.db_secret!r} has no key {settings.secret_host_key!r} for the "
+            "external database's host; add it or set KUBEMIGRATE_DB_HOST"
+        )
+    return url
 
 
 def _embedded_url(settings: Settings) -> URL:

@@ -7,7 +7,7 @@
 
 from invoke import Collection, Task
 
-from kubemigrate.tasks import backups, checks, db, dev, ship
+from kubemigrate.tasks import db, dev, ship
 
 
 def short_name(original: Task, name: str) -> Task:
@@ -23,14 +23,11 @@ def short_name(original: Task, name: str) -> Task:
     )
 
 
-for step in (backups.backup, backups.restore, backups.list_backups, checks.verify):
-    db.ns.add_task(step)
-
 namespace = Collection()
 namespace.add_collection(db.ns)
 namespace.add_collection(dev.ns)
 namespace.add_task(short_name(db.upgrade, "migrate"))
-namespace.add_task(short_name(backups.backup, "backup"))
-namespace.add_task(short_name(checks.verify, "verify"))
+namespace.add_task(short_name(db.backup, "backup"))
+namespace.add_task(short_name(db.verify, "verify"))
 namespace.add_task(ship.deploy)
 namespace.add_task(ship.release)

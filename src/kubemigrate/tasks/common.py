@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from invoke import Exit
+from invoke import Exit, Task
 
 from kubemigrate.errors import KubemigrateError
 from kubemigrate.settings import Settings, load_settings
@@ -17,14 +17,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 ENV_HELP = "Environment: reads .env.<ENV> (default: KUBEMIGRATE_ENV, else local)."
 
 
-def load(env: str | None, **options: Any) -> Settings:
-    """Settings for `--env`, with command-line options on top; Alembic logs to stderr."""
+def load(env: str | None) -> Settings:
+    """Settings for `--env`; Alembic logs to stderr."""
     from kubemigrate.interrupts import install_signal_handlers
     from kubemigrate.migrations import configure_logging
 
     install_signal_handlers()
     configure_logging()
-    return load_settings(env, options=options)
+    return load_settings(env)
+
+
+def invocation_calls(task: Task) -> list[dict[str, Any]]:
+    """The options of each call of `task` (under any of its names) in this `inv` invocation,
+    read from the command line invoke parsed.
+
+    Only the `inv`/`invoke` program's parse is known; under another Program there are none.
+    """
+    from invoke.main import program
+
+    collection = getattr(program, "collection", None)
+    calls = []
+    for parsed in getattr(program, "tasks", None) or []:
+        try:
+            found = collection[parsed.name] if collection is not None else None
+        except (KeyError, ValueError):
+            continue
+        if found is not None and found.body is task.body:
+            calls.append({name: argument.value for name, argument in parsed.args.items()})
+    return calls
 
 
 def confirmation(yes: bool) -> Callable[[str], bool]:

@@ -1,18 +1,30 @@
-"""The database of the chosen environment: migrations, backups, restores and checks."""
+"""The database of the chosen environment: migrations, backups, restores and checks.
+
+The modules doing the work are imported by the task that runs, not when invoke loads the
+collection, so `inv --list` and completion stay fast.
+"""
 
 import sys
+from pathlib import Path
 
 from invoke import Collection, Context, task
 
-from kubemigrate import lint as linting
-from kubemigrate import migrations
 from kubemigrate.errors import MigrationError
-from kubemigrate.journal import journal
-from kubemigrate.settings import Settings
-from kubemigrate.tasks.common import ENV_HELP, confirm_if_protected, load, reports_errors
+from kubemigrate.settings import Settings, load_settings
+from kubemigrate.tasks.common import (
+    ENV_HELP,
+    confirm_if_protected,
+    confirmation,
+    invocation_calls,
+    load,
+    reports_errors,
+)
 
 SQL_HELP = "Print the SQL to standard output instead of running it (needs no database)."
 YES_HELP = "Do not ask for confirmation on a protected environment (for pipelines)."
+
+
+# -- migrations -----------------------------------------------------------------------------------
 
 
 @task(
@@ -33,12 +45,13 @@ def upgrade(
     env: str | None = None,
 ) -> None:
     """Upgrade the database to head (or to --revision)."""
+    from kubemigrate import migrations, steps
+
     settings = load(env)
-    if settings.protected and not sql and not force:
-        require_lint_clean(settings)
-    migrations.upgrade(settings, revision, sql=sql)
-    if not sql:
-        journal.record("upgrade")
+    if sql:
+        migrations.upgrade(settings, revision, sql=True)
+    else:
+        steps.migrate(settings, revision, force=force)
 
 
 @task(
@@ -54,6 +67,8 @@ def downgrade(
     c: Context, revision: str, sql: bool = False, yes: bool = False, env: str | None = None
 ) -> None:
     """Downgrade the database to REVISION."""
+    from kubemigrate import migrations
+
     settings = load(env)
     if not sql:
         confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
@@ -64,6 +79,8 @@ def downgrade(
 @reports_errors
 def current(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """Show the database's current revision."""
+    from kubemigrate import migrations
+
     migrations.current(load(env), verbose=verbose)
 
 
@@ -71,6 +88,8 @@ def current(c: Context, verbose: bool = False, env: str | None = None) -> None:
 @reports_errors
 def history(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """List the migrations, newest first."""
+    from kubemigrate import migrations
+
     migrations.history(load(env), verbose=verbose)
 
 
@@ -78,6 +97,8 @@ def history(c: Context, verbose: bool = False, env: str | None = None) -> None:
 @reports_errors
 def heads(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """Show the head revisions of the migrations."""
+    from kubemigrate import migrations
+
     migrations.heads(load(env), verbose=verbose)
 
 
@@ -85,6 +106,8 @@ def heads(c: Context, verbose: bool = False, env: str | None = None) -> None:
 @reports_errors
 def show(c: Context, revision: str, env: str | None = None) -> None:
     """Show one revision."""
+    from kubemigrate import migrations
+
     migrations.show(load(env), revision)
 
 
@@ -100,6 +123,8 @@ def revision(
     c: Context, message: str, no_autogenerate: bool = False, env: str | None = None
 ) -> None:
     """Write a migration from the model changes (database at head)."""
+    from kubemigrate import migrations
+
     for path in migrations.revision(load(env), message, autogenerate=not no_autogenerate):
         print(f"Review {path} before running `inv db.upgrade`.")
 
@@ -122,6 +147,8 @@ def merge(
     env: str | None = None,
 ) -> None:
     """Write a merge revision joining divergent heads."""
+    from kubemigrate import migrations
+
     settings = load(env)
     confirm_if_protected(settings, f"Merge the heads for {settings.environment}?", yes)
     for path in migrations.merge(settings, revision, message):
@@ -134,6 +161,8 @@ def stamp(
     c: Context, revision: str, sql: bool = False, yes: bool = False, env: str | None = None
 ) -> None:
     """Record REVISION as current without running migrations."""
+    from kubemigrate import migrations
+
     settings = load(env)
     if not sql:
         confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
@@ -144,6 +173,8 @@ def stamp(
 @reports_errors
 def check(c: Context, env: str | None = None) -> None:
     """Fail, listing differences, when models and migrations disagree."""
+    from kubemigrate import migrations
+
     migrations.check(load(env))
     print("The models and the migrations agree.")
 
@@ -157,9 +188,11 @@ def check(c: Context, env: str | None = None) -> None:
 @reports_errors
 def lint(c: Context, from_base: bool = False, env: str | None = None) -> None:
     """Lint the SQL of pending migrations with squawk; fail on unsafe operations."""
+    from kubemigrate import linter, migrations
+
     settings = load(env)
     start = None if from_base else migrations.database_revision(settings)
-    findings = linting.lint(settings, start)
+    findings = linter.lint(settings, start)
     for finding in findings:
         print(finding)
     if findings:
@@ -167,16 +200,83 @@ def lint(c: Context, from_base: bool = False, env: str | None = None) -> None:
     print("No unsafe operations found.")
 
 
-def require_lint_clean(settings: Settings) -> None:
-    """On protected environments: stop before migrations squawk flags."""
-    findings = linting.lint(settings, migrations.database_revision(settings))
-    for finding in findings:
-        print(f"lint: {finding}", file=sys.stderr)
-    if findings:
-        raise MigrationError(
-            f"{settings.environment} is protected and {len(findings)} pending operation(s) "
-            "are unsafe (listed above); fix the migrations or pass --force"
+# -- backups --------------------------------------------------------------------------------------
+
+
+@task(
+    help={
+        "output": "Directory for the backup (default: KUBEMIGRATE_BACKUP_DIR, i.e. backups/); "
+        "files go to <dir>/<environment>/.",
+        "env": ENV_HELP,
+    }
+)
+@reports_errors
+def backup(c: Context, output: str | None = None, env: str | None = None) -> None:
+    """Back up the database with pg_dump (checked; a .json sidecar beside it)."""
+    from kubemigrate import steps
+
+    settings = load(env)
+    print(steps.backup(settings, output=output, migrating=_migrates_later(settings)))
+
+
+def _migrates_later(settings: Settings) -> bool:
+    """Whether this invocation also runs `db.upgrade` (or `migrate`) on the same environment
+    without --force: then a protected environment's gate runs before the backup."""
+    return any(
+        not call.get("force") and load_settings(call.get("env")).environment == settings.environment
+        for call in invocation_calls(upgrade)
+    )
+
+
+@task(
+    help={
+        "file": "The .dump file to restore (its .json sidecar must sit beside it).",
+        "yes": "Do not ask for confirmation (for pipelines).",
+        "force": "Restore a backup of a database with another name.",
+        "env": ENV_HELP,
+    }
+)
+@reports_errors
+def restore(
+    c: Context, file: str, yes: bool = False, force: bool = False, env: str | None = None
+) -> None:
+    """Restore FILE over the database (after checking its sha256 and asking)."""
+    from kubemigrate import backups
+
+    revision = backups.restore(load(env), Path(file), confirm=confirmation(yes), force=force)
+    print(f"Restored {Path(file).name}; the database is at revision {revision}.")
+
+
+@task(name="backups", help={"output": "Backup directory to list.", "env": ENV_HELP})
+@reports_errors
+def list_backups(c: Context, output: str | None = None, env: str | None = None) -> None:
+    """List the environment's backups with revision, size and age."""
+    from kubemigrate import backups
+
+    settings = load(env)
+    directory = backups.backup_directory(settings, output)
+    found = backups.list_backups(directory)
+    if not found:
+        print(f"No backups in {directory}.", file=sys.stderr)
+        return
+    print(f"{'FILE':<60} {'REVISION':<14} {'SIZE':>10} {'AGE':>8}")
+    for record in reversed(found):
+        print(
+            f"{record.file:<60} {record.revision:<14} "
+            f"{backups.size_text(record.size):>10} {backups.age(record):>8}"
         )
+
+
+# -- checks ---------------------------------------------------------------------------------------
+
+
+@task(help={"json": "Print the checks as JSON (for pipelines).", "env": ENV_HELP})
+@reports_errors
+def verify(c: Context, json: bool = False, env: str | None = None) -> None:
+    """Check the database is reachable, at the single head, and matches the models."""
+    from kubemigrate import steps
+
+    steps.verify(load(env), as_json=json)
 
 
 ns = Collection(
@@ -192,4 +292,8 @@ ns = Collection(
     stamp,
     check,
     lint,
+    backup,
+    restore,
+    list_backups,
+    verify,
 )

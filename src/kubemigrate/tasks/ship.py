@@ -1,10 +1,11 @@
 """Shipping: apply the application's manifests, and the whole release in one task.
 
-The modules doing the work are imported by the task that runs (see tasks/backups.py)."""
+Both run the release's step functions (`kubemigrate.steps`), the same ones the chained forms
+`inv db.backup db.upgrade db.verify deploy` and `inv backup migrate verify deploy` run.
+"""
 
 from invoke import Collection, Context, task
 
-from kubemigrate.journal import journal
 from kubemigrate.tasks.common import ENV_HELP, load, reports_errors
 
 SKIP_HELP = "Deploy even when the database is not at head."
@@ -14,10 +15,9 @@ SKIP_HELP = "Deploy even when the database is not at head."
 @reports_errors
 def deploy(c: Context, skip_db_check: bool = False, env: str | None = None) -> None:
     """Apply the manifests (kubectl apply -k) and wait for the rollouts."""
-    from kubemigrate import release as releases
+    from kubemigrate import steps
 
-    releases.deploy(load(env), skip_db_check=skip_db_check)
-    journal.record("deploy")
+    steps.deploy(load(env), skip_db_check=skip_db_check)
 
 
 @task(
@@ -26,26 +26,13 @@ def deploy(c: Context, skip_db_check: bool = False, env: str | None = None) -> N
 @reports_errors
 def release(c: Context, dry_run: bool = False, env: str | None = None) -> None:
     """Backup, upgrade, verify and deploy, stopping at the first failure."""
-    from kubemigrate import migrations
-    from kubemigrate import release as releases
-    from kubemigrate import verify as checks
-    from kubemigrate.backup import backup, backup_directory
+    from kubemigrate import steps
 
     settings = load(env)
     if dry_run:
-        print(releases.plan(settings))
+        print(steps.plan(settings))
         return
-    record = backup(settings)
-    path = backup_directory(settings) / record.file
-    journal.record("backup", backup=path, environment=settings.environment)
-    migrations.upgrade(settings)
-    journal.record("upgrade")
-    results = checks.verify(settings)
-    print(checks.table(results))
-    checks.require_passed(results)
-    journal.record("verify")
-    releases.deploy(settings)
-    journal.record("deploy")
+    path = steps.release(settings)
     print(f"Released {settings.environment}: backup {path.name}, database at head, deployed.")
 
 

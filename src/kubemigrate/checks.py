@@ -74,10 +74,6 @@ def verify(settings: Settings) -> list[Check]:
     return checks
 
 
-class VerificationFailed(KubemigrateError):
-    """At least one check failed."""
-
-
 def passed(checks: list[Check]) -> bool:
     return all(check.result != FAIL for check in checks)
 
@@ -85,7 +81,7 @@ def passed(checks: list[Check]) -> bool:
 def require_passed(checks: list[Check]) -> None:
     if not passed(checks):
         failed = ", ".join(c.name for c in checks if c.result == FAIL)
-        raise VerificationFailed(f"verification failed: {failed}")
+        raise KubemigrateError(f"verification failed: {failed}")
 
 
 def _reachable(settings: Settings) -> tuple[Check, tuple[str, ...] | None]:

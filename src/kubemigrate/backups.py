@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -28,9 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubemigrate.errors import KubemigrateError
+from kubemigrate import children
+from kubemigrate.errors import BackupError
 from kubemigrate.locking import migration_lock
-from kubemigrate.pgclient import Client, ClientError, Transfer, local_binaries, major_version
+from kubemigrate.pgclient import Client, local_binaries, major_version
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, database
 
@@ -42,10 +42,6 @@ if TYPE_CHECKING:
 TOOL = "kubemigrate"
 NAME = re.compile(r"^(?P<database>.+)_(?P<stamp>\d{8}T\d{6}\.\d{3}Z)_(?P<revision>[\w+-]+)\.dump$")
 STAMP = "%Y%m%dT%H%M%S.%fZ"  # trimmed to milliseconds: 20261124T143001.123Z
-
-
-class BackupError(KubemigrateError):
-    """A backup or restore could not be made or trusted."""
 
 
 @dataclass(frozen=True)
@@ -195,9 +191,9 @@ def _dump(
                 digest.update(chunk)
                 meter.add(len(chunk))
 
-            transfer = _run_dump(db, where, snapshot, sink)
+            size = _run_dump(db, where, snapshot, sink)
         meter.done()
-        if transfer.bytes == 0:
+        if size == 0:
             raise BackupError("pg_dump wrote nothing; no backup was kept")
         _check_archive(partial)
         record = Backup(
@@ -206,7 +202,7 @@ def _dump(
             database=db.name,
             server_version=known.server_version,
             revision=known.revision,
-            size=transfer.bytes,
+            size=size,
             sha256=digest.hexdigest(),
             duration_seconds=round(time.monotonic() - started, 3),
             created_at=stamp,
@@ -231,12 +227,10 @@ def _dump(
     return record
 
 
-def _run_dump(
-    db: Database, where: Client, snapshot: str, sink: Callable[[bytes], None]
-) -> Transfer:
+def _run_dump(db: Database, where: Client, snapshot: str, sink: Callable[[bytes], None]) -> int:
     try:
         return where.run("pg_dump", "--format=custom", f"--snapshot={snapshot}", sink=sink)
-    except ClientError as exc:
+    except BackupError as exc:
         if "invalid snapshot identifier" not in exc.message:
             raise
         if lost := db.lost(within=1.0):
@@ -258,11 +252,9 @@ def _check_archive(path: Path) -> None:
     """pg_restore must read the archive's table of contents."""
     from kubemigrate.embedded import program
 
-    result = subprocess.run(
-        [program("pg_restore"), "--list", str(path)], capture_output=True, text=True, timeout=300
-    )
-    if result.returncode != 0:
-        message = (result.stderr.strip().splitlines() or ["unreadable"])[-1]
+    result = children.run(children.command(program("pg_restore")), "--list", str(path), timeout=300)
+    if not result.ok:
+        message = result.errors.lines[-1] if result.errors.lines else "unreadable"
         raise BackupError(f"pg_restore cannot read the dump ({message}); no backup was kept")
 
 

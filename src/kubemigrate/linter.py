@@ -13,13 +13,13 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubemigrate.errors import KubemigrateError
+from kubemigrate import children
+from kubemigrate.errors import MigrationError
 from kubemigrate.settings import Settings
 
 FINDING = re.compile(r"^.*?:(?P<line>\d+):\d+: (?P<level>\w+): (?P<rule>[\w-]+) (?P<message>.*)$")
@@ -40,20 +40,20 @@ def squawk() -> str:
     """The squawk binary: on PATH, or beside this Python (the project's environment)."""
     found = shutil.which("squawk") or shutil.which("squawk", path=str(Path(sys.executable).parent))
     if found is None:
-        raise KubemigrateError("squawk not found: install the squawk-cli package (uv sync)")
+        raise MigrationError("squawk not found: install the squawk-cli package (uv sync)")
     return found
 
 
 def pending_sql(settings: Settings, start: str | None) -> str:
     """The SQL of the migrations after revision `start` (None: all), with our timeouts first."""
-    from kubemigrate.locking import _ms
+    from kubemigrate.locking import milliseconds
     from kubemigrate.migrations import upgrade_sql
 
     out = io.StringIO()
     upgrade_sql(settings, start, out)
     prelude = (
-        f"SET lock_timeout = '{_ms(settings.lock_timeout)}';\n"
-        f"SET statement_timeout = '{_ms(settings.statement_timeout)}';\n"
+        f"SET lock_timeout = '{milliseconds(settings.lock_timeout)}';\n"
+        f"SET statement_timeout = '{milliseconds(settings.statement_timeout)}';\n"
     )
     return prelude + out.getvalue()
 
@@ -64,15 +64,15 @@ def lint(settings: Settings, start: str | None) -> list[Finding]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "pending.sql"
         path.write_text(sql)
-        argv = [squawk(), "--reporter", "gcc", "--pg-version", "16"]
+        args = ["--reporter", "gcc", "--pg-version", "16"]
         if settings.lint_exclude:
-            argv += ["--exclude", ",".join(settings.lint_exclude)]
-        result = subprocess.run([*argv, str(path)], capture_output=True, text=True, timeout=120)
-    if result.returncode not in (0, 1):
-        raise KubemigrateError(f"squawk failed: {(result.stderr or result.stdout).strip()}")
+            args += ["--exclude", ",".join(settings.lint_exclude)]
+        result = children.run(children.command(squawk()), *args, str(path), timeout=120)
+    if result.code not in (0, 1):
+        raise MigrationError(result.describe("squawk"))
     revisions = _revision_by_line(sql)
     findings = []
-    for line in result.stdout.splitlines():
+    for line in result.output.splitlines():
         match = FINDING.match(line)
         if match:
             number = int(match["line"])

@@ -1,0 +1,284 @@
+"""Child processes: starting them, streaming their output, keeping the tail of their stderr,
+and stopping them on every way out.
+
+Every program kubemigrate runs starts here, through `sh`: kubectl (lookups, port-forward, exec,
+apply, rollout status), pg_dump, pg_restore, squawk, initdb and pg_ctl. Three shapes cover them:
+
+- `run`: a short program; waits, returns its exit code, output and stderr;
+- `stream`: a program whose output is data (pg_dump), copied to a sink in large chunks, with
+  standard input fed from an iterator (a restore's file);
+- `start`: a program that keeps running (port-forward), its lines handed to callbacks; `stop`
+  ends it.
+
+A child gets only the environment it is given (`env`, else this process's), so a password
+reaches the one child that needs it. Ctrl-C or SIGTERM while a task waits for a child, or any
+other error, stops that child before the exception goes on; a child started with
+`die_with_parent` also gets SIGTERM from the kernel should this process be killed outright.
+`stopped_on_failure` does the same for children started side by side from worker threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import itertools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import sh
+    from _typeshed import ReadableBuffer
+
+CHUNK = 1 << 20
+TAIL_LINES = 20
+STOP_TIMEOUT = 5.0
+PR_SET_PDEATHSIG = 1
+ANY_EXIT = list(range(256))  # the caller judges the exit code, sh does not
+
+_live: dict[int, sh.RunningCommand] = {}
+_numbers = itertools.count()
+_lock = threading.Lock()
+
+
+class Tail:
+    """The last lines of a child's stderr (an `sh` line callback)."""
+
+    def __init__(self, keep: int = TAIL_LINES) -> None:
+        self.keep = keep
+        self.lines: list[str] = []
+
+    def __call__(self, line: str) -> None:
+        text = line.strip()
+        if text:
+            self.lines = [*self.lines[-(self.keep - 1) :], text]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def summary(self) -> str:
+        """The line that says what went wrong: the last one mentioning an error, else the last."""
+        useful = [line for line in self.lines if "error" in line.lower()] or self.lines
+        return useful[-1] if useful else "no message"
+
+
+@dataclass
+class Finished:
+    """How a child ended: its exit code (None: killed at its timeout), output and stderr."""
+
+    code: int | None
+    output: str = ""
+    errors: Tail = field(default_factory=Tail)
+    bytes: int = 0  # `stream`: how much output went to the sink
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+    def describe(self, what: str) -> str:
+        """One line: `what` failed, with its exit code and the telling line of its stderr."""
+        if self.code is None:
+            return f"{what} did not finish in time"
+        return f"{what} failed (exit code {self.code}): {self.errors.summary()}"
+
+
+def command(path: str) -> sh.Command:
+    """The program at `path` (or a name on PATH) as an `sh` command."""
+    import sh
+
+    # At DEBUG, sh logs the first bytes of what passes to and from a child: a Secret's data,
+    # the password line for pg_dump in the pod. It never logs below WARNING, whatever the root
+    # logger says (`inv --debug` sets DEBUG).
+    logging.getLogger("sh").setLevel(logging.WARNING)
+    return sh.Command(path)
+
+
+def plain_environ() -> dict[str, str]:
+    """This process's environment without libpq's variables a user may have exported."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
+def run(
+    program: sh.Command,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float | None = None,
+    preexec: Callable[[], None] | None = None,
+    new_session: bool = False,
+) -> Finished:
+    """Run a short program to its end; its exit code, output and stderr's tail."""
+    errors = Tail()
+    process = _spawn(
+        program,
+        args,
+        _env=env,
+        _cwd=cwd,
+        _timeout=timeout,
+        _err=errors,
+        _preexec_fn=preexec or die_with_parent,
+        _new_session=new_session,
+    )
+    code = _wait(process)
+    output = process.stdout.decode(errors="replace") if code is not None else ""
+    return Finished(code, output, errors)
+
+
+def stream(
+    program: sh.Command,
+    *args: str,
+    sink: Callable[[bytes], None] | None = None,
+    stdin: Iterable[bytes] | None = None,
+    env: dict[str, str] | None = None,
+) -> Finished:
+    """Run a program whose output is data: copy it to `sink` in large chunks, feed it `stdin`."""
+    errors = Tail()
+    output = _Output(sink)
+    process = _spawn(
+        program,
+        args,
+        _in=stdin,
+        _out=cast(IO[bytes], output),  # a raw binary file, to sh
+        _out_bufsize=CHUNK,
+        _no_out=True,
+        _err=errors,
+        _no_err=True,
+        _env=env,
+        _new_session=True,
+        _preexec_fn=die_with_parent,
+    )
+    return Finished(_wait(process), errors=errors, bytes=output.count)
+
+
+def start(
+    program: sh.Command,
+    *args: str,
+    on_out: Callable[[str], None],
+    on_err: Callable[[str], None],
+    on_exit: Callable[[], None],
+) -> sh.RunningCommand:
+    """Start a program that keeps running, in its own session (a Ctrl-C meant for the task
+    reaches the task alone, which then stops it in order); `stop` ends it."""
+    return _spawn(
+        program,
+        args,
+        _out=on_out,
+        _err=on_err,
+        _done=lambda *_: on_exit(),
+        _new_session=True,
+        _preexec_fn=die_with_parent,
+    )
+
+
+def stop(process: sh.RunningCommand, grace: float = STOP_TIMEOUT) -> None:
+    """End a child: SIGTERM, then SIGKILL after `grace` seconds; waits for it."""
+    if not process.is_alive():
+        return
+    with suppress(OSError):
+        process.terminate()
+    if not exited(process, grace):
+        with suppress(OSError):
+            process.kill()
+        exited(process, grace)
+
+
+def exited(process: sh.RunningCommand, within: float) -> bool:
+    """Whether the child has exited, waiting up to `within` seconds."""
+    import sh
+
+    try:
+        process.wait(timeout=within)
+    except sh.TimeoutException:
+        return False
+    except (sh.ErrorReturnCode, sh.SignalException):
+        pass
+    return True
+
+
+@contextmanager
+def stopped_on_failure() -> Iterator[None]:
+    """Children started inside the block, from any thread, are stopped if the block fails
+    (an error, Ctrl-C, SIGTERM), so lookups run side by side end with it."""
+    first = next(_numbers)
+    try:
+        yield
+    except BaseException:
+        with _lock:
+            started = [p for number, p in _live.items() if number > first]
+        for process in started:
+            stop(process)
+        raise
+
+
+def die_with_parent() -> None:
+    """In the child: ask the kernel to send SIGTERM when the parent dies (Linux only).
+
+    The kernel watches the *thread* that forked the child: a child started from a thread that
+    ends would be killed at once, so long-lived children start from the main thread."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+# -- internals ------------------------------------------------------------------------------------
+
+
+def _spawn(program: sh.Command, args: tuple[str, ...], **options: Any) -> sh.RunningCommand:
+    process = program(
+        *args,
+        _bg=True,
+        _bg_exc=False,
+        _tty_out=False,
+        _ok_code=ANY_EXIT,
+        _decode_errors="replace",
+        **options,
+    )
+    number = next(_numbers)
+    with _lock:
+        _live[number] = process
+        for known in [n for n, p in _live.items() if not p.is_alive()]:
+            del _live[known]
+    return process
+
+
+def _wait(process: sh.RunningCommand) -> int | None:
+    """Wait for a child; its exit code (negative: killed by a signal; None: timed out). Any
+    exception while waiting (Ctrl-C, SIGTERM) stops it first."""
+    import sh
+
+    try:
+        process.wait()
+    except sh.TimeoutException:
+        return None
+    except sh.SignalException as exc:
+        return int(exc.exit_code)
+    except BaseException:
+        stop(process)
+        raise
+    return int(process.exit_code or 0)
+
+
+class _Output(io.RawIOBase):
+    """Where sh writes a child's output: as raw bytes (being a file), counted, to `sink`."""
+
+    def __init__(self, sink: Callable[[bytes], None] | None) -> None:
+        super().__init__()
+        self.sink = sink
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: ReadableBuffer) -> int:
+        data = bytes(chunk)
+        self.count += len(data)
+        if self.sink is not None:
+            self.sink(data)
+        return len(data)

@@ -1,0 +1,140 @@
+"""The migrations' revision graph, read from the files without Alembic: for `inv db.current`.
+
+Alembic's `ScriptDirectory` executes every revision file to learn its `revision` and
+`down_revision`, and those files import SQLAlchemy and SQLModel; importing any part of Alembic
+costs about 0.3 s more. Showing the database's revision needs neither: each revision file
+states its identifiers as plain literals, which `ast` reads without running the file.
+
+`read(ini)` returns the graph when the project is laid out the common way: `script_location`
+a directory in `alembic.ini`'s `[alembic]` section, versions in its `versions/` directory, and
+every revision file stating `revision` and `down_revision` (and `depends_on`, if any, as None)
+as literals. For anything else (a package resource, `version_locations`, recursive or
+sourceless versions, a computed identifier, dependencies between branches) it returns None
+and the caller asks Alembic, which handles every case: the fast path never guesses.
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+IDENTIFIERS = ("revision", "down_revision", "branch_labels", "depends_on")
+# Alembic's own rule for which files in a versions directory are revisions.
+REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+UNSUPPORTED_OPTIONS = ("version_locations", "recursive_version_locations", "sourceless")
+
+
+@dataclass(frozen=True)
+class Graph:
+    """Each revision and the revisions it follows."""
+
+    parents: dict[str, tuple[str, ...]]
+
+    def children(self, revision: str) -> list[str]:
+        return [child for child, parents in self.parents.items() if revision in parents]
+
+    def describe(self, revision: str) -> str:
+        """The line `alembic current` prints for `revision` (without --verbose)."""
+        children = self.children(revision)
+        return "".join(
+            [
+                revision,
+                " (head)" if not children else "",
+                " (branchpoint)" if len(children) > 1 else "",
+                " (mergepoint)" if len(self.parents[revision]) > 1 else "",
+            ]
+        )
+
+    def current(self, recorded: Iterable[str]) -> list[str] | None:
+        """The recorded revisions that are no other recorded revision's ancestor, sorted;
+        None if one of them is not in the graph (Alembic then says which)."""
+        wanted = set(recorded)
+        if not wanted <= self.parents.keys():
+            return None
+        below = {ancestor for revision in wanted for ancestor in self._ancestors(revision)}
+        return sorted(wanted - below)
+
+    def _ancestors(self, revision: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self.parents.get(revision, ()))
+        while todo:
+            parent = todo.pop()
+            if parent not in seen:
+                seen.add(parent)
+                todo.extend(self.parents.get(parent, ()))
+        return seen
+
+
+def read(ini: Path) -> Graph | None:
+    """The revision graph of the project configured by `ini`, or None (see the docstring)."""
+    versions = _versions_directory(ini)
+    if versions is None or not versions.is_dir():
+        return None
+    parents: dict[str, tuple[str, ...]] = {}
+    for path in sorted(versions.iterdir()):
+        if not path.is_file() or not REVISION_FILE.match(path.name):
+            continue
+        found = _identifiers(path)
+        if found is None or found[0] in parents:
+            return None
+        revision, down = found
+        parents[revision] = down
+    if any(parent not in parents for down in parents.values() for parent in down):
+        return None
+    return Graph(parents)
+
+
+def _versions_directory(ini: Path) -> Path | None:
+    config = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    try:
+        config.read(ini, encoding="utf-8")
+        options = dict(config.items("alembic"))
+    except (configparser.Error, UnicodeDecodeError):
+        return None
+    location = options.get("script_location", "").strip()
+    if not location or any(options.get(name) for name in UNSUPPORTED_OPTIONS):
+        return None
+    path = Path(location)
+    if ":" in location and not path.is_absolute():  # a package resource: Alembic resolves it
+        return None
+    return path / "versions"
+
+
+def _identifiers(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """`revision` and `down_revision` of one file, read as literals; None when the file does not
+    state them so, or depends on other revisions."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    values: dict[str, object] = {}
+    for node in tree.body:
+        target, value = _assignment(node)
+        if target in IDENTIFIERS:
+            try:
+                values[target] = ast.literal_eval(value) if value is not None else None
+            except ValueError:
+                return None
+    revision, down = values.get("revision"), values.get("down_revision")
+    if not isinstance(revision, str) or values.get("depends_on") is not None:
+        return None
+    if down is None:
+        return revision, ()
+    if isinstance(down, str):
+        return revision, (down,)
+    if isinstance(down, (tuple, list)) and all(isinstance(d, str) for d in down):
+        return revision, tuple(down)
+    return None
+
+
+def _assignment(node: ast.stmt) -> tuple[str | None, ast.expr | None]:
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+        return (target.id, node.value) if isinstance(target, ast.Name) else (None, None)
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return node.target.id, node.value
+    return None, None
