@@ -68,17 +68,27 @@ def alternate(
 ) -> tuple[list[float], list[float]]:
     """Run both sides `repetitions` times, alternating, after one untimed warm-up each; each
     side returns the seconds it measured. `before` runs, untimed, before every run of either."""
+    mine, theirs = rotate([ours, bare], repetitions, before)
+    return mine, theirs
+
+
+def rotate(
+    sides: list[Callable[[], float]],
+    repetitions: int,
+    before: Callable[[], object] | None = None,
+) -> list[list[float]]:
+    """`alternate` for any number of sides: one untimed warm-up each, then `repetitions` rounds
+    running every side in turn; each side's samples, in the order given."""
     prepare = before or (lambda: None)
-    for side in (ours, bare):
+    for side in sides:
         prepare()
         side()
-    mine, theirs = [], []
+    samples: list[list[float]] = [[] for _ in sides]
     for _ in range(repetitions):
-        prepare()
-        mine.append(ours())
-        prepare()
-        theirs.append(bare())
-    return mine, theirs
+        for side, times in zip(sides, samples, strict=True):
+            prepare()
+            times.append(side())
+    return samples
 
 
 def command(argv: list[str], cwd: Path, env: dict[str, str]) -> Callable[[], float]:

@@ -1,16 +1,25 @@
-"""3. Tunnel: from a task's start to its first successful query through the tunnel, against the
-time kubectl itself takes to print `Forwarding from` (target: within 50 ms of it).
+"""3. Tunnel: from a task's start to its first successful query through the tunnel.
 
 Both sides run against the project's Kubernetes API test server with the real kubectl. The
 task's side is measured twice: with the context named in the environment's settings (as CI
 and `.env.<environment>` files should have it), and with the kubeconfig's current context,
 which costs one more kubectl call (`config current-context`) before anything else starts.
+Both are reported against the bare `kubectl port-forward` timed to its `Forwarding from` line.
 
-A third row, the floor, runs no kubemigrate code: the same port-forward with the two lookups a
-task makes beside it (`get secret`, `get endpointslices`), all three bare kubectls started at
-once with Popen, timed until the line and both lookups are in. It is the least any tool that
-reads the Secret and checks for a Ready pod through kubectl can take here; on 2 cores shared
-with the test API server, three kubectls (about 35 ms of CPU each) compete for the CPU.
+The floor runs no kubemigrate code: the same port-forward with the two lookups a task makes
+beside it (`get secret`, `get endpointslices`), all three bare kubectls started at once with
+Popen, timed until the line and both lookups are in. It is the least any tool that reads the
+Secret and checks for a Ready pod through kubectl can take here; on 2 cores shared with the
+test API server, three kubectls (about 35 ms of CPU each) compete for the CPU.
+
+The target is stated against the floor, not against the bare port-forward: kubemigrate's own
+share over the floor is at most +35 ms, with the Ready-pod check kept. To compare the task
+with the floor directly, the task (named context), the floor and the bare port-forward are
+timed in one three-way rotation (each run in turn, after one untimed warm-up each), so every
+pair of them is alternated directly and drift in the machine's load hits all three alike. The
+rows "task vs port-forward", "floor vs port-forward" and "share over the floor" are three
+comparisons of those same samples: no extra runs (one bare side fewer than two separate
+alternations would take).
 """
 
 import subprocess
@@ -19,19 +28,22 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.cluster import SECRET, SERVICE, Cluster, cluster
-from bench.timing import PYTHON, REPO, Result, Scratch, alternate, scratch
+from bench.timing import PYTHON, REPO, Result, Scratch, alternate, rotate, scratch
 
 
 def measure(repetitions: int) -> list[Result]:
     with scratch() as project, cluster(project) as kube:
-        named = alternate(_task(project, kube, "bench"), _kubectl(kube), repetitions)
+        named, floor, bare = rotate(
+            [_task(project, kube, "bench"), _kubectl(kube, lookups=True), _kubectl(kube)],
+            repetitions,
+        )
         current = alternate(_task(project, kube, "bench-current"), _kubectl(kube), repetitions)
-        floor = alternate(_kubectl(kube, lookups=True), _kubectl(kube), repetitions)
     return [
         Result(
             "tunnel: task start to first query vs kubectl's `Forwarding from`",
-            *named,
-            "<= +50 ms",
+            named,
+            bare,
+            "reported",
             difference=True,
         ),
         Result(
@@ -39,9 +51,13 @@ def measure(repetitions: int) -> list[Result]:
         ),
         Result(
             "tunnel floor: bare port-forward with the two lookups beside it (no kubemigrate)",
-            *floor,
+            floor,
+            bare,
             "reported",
             difference=True,
+        ),
+        Result(
+            "tunnel: kubemigrate's share over the floor", named, floor, "<= +35 ms", difference=True
         ),
     ]
 
