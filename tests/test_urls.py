@@ -77,3 +77,39 @@ def test_backup_and_restore_over_a_socket_url(
     dump = made.stdout.strip().splitlines()[-1]
     restored = project.inv("db.restore", dump, "--yes")
     assert restored.code == 0, restored.output
+
+
+SAMPLES = [
+    "postgresql://ann:p%40ss%3Aw%2Fo%25rd%20%27q%22%20%23x@db.example:6543/shop",
+    "postgresql+psycopg2://ann@127.0.0.1/shop",
+    "postgres://ann:@/shop?host=/run/postgresql&port=5433",
+    "postgresql://ann:secret@[::1]:5432/shop?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+    "postgresql://ann@/shop?host=a.example&host=b.example",
+    "postgresql://db.example/shop%20data",
+    "postgresql://ann:se:cret@db.example/shop",
+    "postgresql://",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_parsed_and_rendered_as_sqlalchemy_does(text: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    ours = parse_url(text, "a test")
+    theirs = make_url(text).set(drivername="postgresql+psycopg2")
+    assert ours.sqlalchemy() == theirs
+    for hide in (True, False):
+        assert ours.render_as_string(hide) == theirs.render_as_string(hide)
+    assert "secret" not in repr(ours) and "p@ss" not in repr(ours)
+
+
+@pytest.mark.parametrize("text", ["not a url", "postgresql://ann@db:port/shop"])
+def test_an_invalid_url_is_refused_without_echo(text: str) -> None:
+    with pytest.raises(SettingsError, match="is not a valid URL") as caught:
+        parse_url(text, "DATABASE_URL")
+    assert text not in str(caught.value)
+
+
+def test_another_database_is_refused() -> None:
+    with pytest.raises(SettingsError, match="is for 'mysql'"):
+        parse_url("mysql://ann@db/shop", "DATABASE_URL")

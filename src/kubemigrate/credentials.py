@@ -18,11 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kubemigrate.errors import ClusterError
-from kubemigrate.urls import parse_url, url_from_parts
+from kubemigrate.urls import URL, parse_url, url_from_parts
 
 if TYPE_CHECKING:
-    from sqlalchemy import URL
-
     from kubemigrate.kube import Secret
     from kubemigrate.settings import Settings
 

@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from kubemigrate.errors import DatabaseError, MigrationError, SettingsError
 from kubemigrate.settings import Settings
-from kubemigrate.target import Database, connect, database, driver_message
+from kubemigrate.target import Database, connect, connect_plainly, database, driver_message
 
 if TYPE_CHECKING:
+    import psycopg2.extensions
     from alembic.config import Config
     from alembic.script import Script, ScriptDirectory
     from sqlalchemy import Connection
@@ -228,7 +229,7 @@ def current(settings: Settings, *, verbose: bool = False) -> None:
     graph = None if verbose or not ini.is_file() else revisions.read(ini)
     config = None if graph is not None else alembic_config(settings)
     db = database(settings)
-    with connect(db) as connection:
+    with connect_plainly(db) as connection:
         recorded = current_heads(connection)
     shown = graph.current(recorded) if graph is not None else None
     if graph is not None and shown is not None:
@@ -244,19 +245,33 @@ def current(settings: Settings, *, verbose: bool = False) -> None:
                 config.print_stdout(script.cmd_format(verbose))
 
 
-def current_heads(connection: Connection) -> tuple[str, ...]:
+def current_heads(connection: Connection | psycopg2.extensions.connection) -> tuple[str, ...]:
     """The revisions recorded in the database's alembic_version table (none before the first
     upgrade).
 
     Read with plain SQL rather than through Alembic's MigrationContext, so that the tasks that
     only need the revision (backup, restore, release) do not pay Alembic's import (about 0.1 s).
-    Like Alembic, it looks for the table on the search path.
+    Like Alembic, it looks for the table on the search path. `connection` is SQLAlchemy's or,
+    for `inv db.current`, a bare psycopg2 one.
     """
-    found = connection.exec_driver_sql(f"SELECT to_regclass('{VERSION_TABLE}')").scalar()
-    if found is None:
+    found = _rows(connection, f"SELECT to_regclass('{VERSION_TABLE}')")
+    if found[0][0] is None:
         return ()
-    rows = connection.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}")
+    rows = _rows(connection, f"SELECT version_num FROM {VERSION_TABLE}")
     return tuple(str(version) for (version,) in rows)
+
+
+def _rows(
+    connection: Connection | psycopg2.extensions.connection, sql: str
+) -> list[tuple[Any, ...]]:
+    """The rows of `sql` on a SQLAlchemy connection or a bare psycopg2 one."""
+    import psycopg2.extensions
+
+    if isinstance(connection, psycopg2.extensions.connection):
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    return [tuple(row) for row in connection.exec_driver_sql(sql)]
 
 
 def database_revision(settings: Settings) -> str | None:

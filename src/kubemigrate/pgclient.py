@@ -26,9 +26,8 @@ from kubemigrate.errors import BackupError
 from kubemigrate.urls import libpq_environment
 
 if TYPE_CHECKING:
-    from sqlalchemy import URL
-
     from kubemigrate.kube import Kubectl
+    from kubemigrate.urls import URL
 
 # In the pod: $1 program, $2 user, $3 database; the password is stdin's first line. Host and
 # port are the container's own (its PGHOST/PGPORT, else the local socket and 5432).

@@ -10,7 +10,9 @@
   once; the credentials come from the Secret (else from the settings), the host and port are
   the tunnel's end.
 
-Which credentials win is `kubemigrate.credentials.credentials`' one decision. What is opened
+Which credentials win is `kubemigrate.credentials.credentials`' one decision. `connect` gives a
+SQLAlchemy connection (for Alembic and most tasks); `connect_plainly` a bare psycopg2 one, with
+the same parameters, for reads that should not pay SQLAlchemy's import. What is opened
 (a tunnel) is opened once per process, that is once per `inv` invocation, and kept in the
 `Session` until the process ends, so chained tasks share it.
 """
@@ -27,10 +29,11 @@ from typing import TYPE_CHECKING
 from kubemigrate.credentials import credentials, from_parts
 from kubemigrate.errors import DatabaseError, SettingsError
 from kubemigrate.settings import Settings
-from kubemigrate.urls import APPLICATION_NAME, parse_url
+from kubemigrate.urls import APPLICATION_NAME, URL, libpq_parameters, parse_url
 
 if TYPE_CHECKING:
-    from sqlalchemy import URL, Connection
+    import psycopg2.extensions
+    from sqlalchemy import Connection
 
     from kubemigrate.tunnel import PortForward
 
@@ -181,7 +184,7 @@ def connect(db: Database) -> Iterator[Connection]:
 
     use_interruptible_waits(db.connect_timeout)
     engine = sa.create_engine(
-        db.url,
+        db.url.sqlalchemy(),
         poolclass=sa.pool.NullPool,
         connect_args={
             "connect_timeout": max(1, round(db.connect_timeout)),
@@ -197,6 +200,28 @@ def connect(db: Database) -> Iterator[Connection]:
             yield connection
     finally:
         engine.dispose()
+
+
+@contextmanager
+def connect_plainly(db: Database) -> Iterator[psycopg2.extensions.connection]:
+    """A bare psycopg2 connection to `db`, for reads that need neither SQLAlchemy nor Alembic
+    (`inv db.current`): libpq gets the parameters pg_dump gets, through the same interruptible
+    waits, and a failure to connect is the same `DatabaseError`."""
+    import psycopg2
+
+    from kubemigrate.interrupts import use_interruptible_waits
+
+    use_interruptible_waits(db.connect_timeout)
+    try:
+        connection = psycopg2.connect(
+            **libpq_parameters(db.url, connect_timeout=db.connect_timeout)
+        )
+    except psycopg2.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to {db.shown}: {driver_message(exc)}") from None
+    try:
+        yield connection
+    finally:
+        connection.close()
 
 
 def driver_message(exc: BaseException) -> str:
