@@ -37,20 +37,33 @@ class ProcessWatcher(threading.Thread):
                 if not entry.name.isdigit() or entry.name == str(threading.get_native_id()):
                     continue
                 try:
-                    cmdline = (entry / "cmdline").read_bytes()
                     environ = (entry / "environ").read_bytes()
+                    cmdline = identity(entry)
+                    comm = (entry / "comm").read_bytes().strip()
                 except OSError:
                     continue
                 self.seen += 1
                 if SENTINEL in cmdline:
                     self.leaks.append(f"command line of {cmdline!r}")
-                program = Path(cmdline.split(b"\0")[0].decode(errors="replace")).name.encode()
+                name = Path(cmdline.split(b"\0")[0].decode(errors="replace")).name.encode()
+                program = name or comm
                 if SENTINEL in environ:
                     if program in MAY_HOLD_IT:
                         self.holders.add(program)
                     else:
-                        self.leaks.append(f"environment of {cmdline[:80]!r}")
+                        self.leaks.append(f"environment of {comm!r} {cmdline[:80]!r}")
             time.sleep(0.002)
+
+
+def identity(entry: Path) -> bytes:
+    """A process's command line. One caught in its exec reads an empty one for a moment, so
+    look again; one caught exiting stays empty, and its name (comm) then says what it was."""
+    for _ in range(20):
+        cmdline = (entry / "cmdline").read_bytes()
+        if cmdline:
+            return cmdline
+        time.sleep(0.0005)
+    return b""
 
 
 def test_the_password_stays_where_it_belongs(k8s: Project, tmp_path: Path) -> None:

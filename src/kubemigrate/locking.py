@@ -18,11 +18,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubemigrate.errors import DatabaseError
 
 if TYPE_CHECKING:
+    import psycopg2.extensions
     from sqlalchemy import Connection
 
     from kubemigrate.target import Database
@@ -45,30 +46,42 @@ LIMIT 1
 
 @contextmanager
 def migration_lock(db: Database, wait: float) -> Iterator[None]:
-    """Hold the migration lock of `db` for the duration of the block."""
-    from kubemigrate.target import connect
+    """Hold the migration lock of `db` for the duration of the block.
 
-    with connect(db) as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
-        _acquire(connection, wait)
+    The lock's connection is a bare psycopg2 one in autocommit mode (`connect_plainly`): three
+    statements need no SQLAlchemy, and it is the first connection a migration opens.
+    """
+    import psycopg2
+
+    from kubemigrate.target import connect_plainly, driver_message
+
+    with connect_plainly(db) as connection:
+        connection.autocommit = True
+        try:
+            _acquire(connection, wait)
+        except psycopg2.Error as exc:
+            why = db.lost(within=1) or f"the database failed: {driver_message(exc)}"
+            raise DatabaseError(
+                f"{why}, while taking the migration lock; nothing was changed"
+            ) from None
         try:
             yield
         finally:
             _release(connection)
 
 
-def _release(connection: Connection) -> None:
+def _release(connection: psycopg2.extensions.connection) -> None:
     """Unlock; a connection that is already gone released the lock with its session."""
-    from sqlalchemy.exc import DBAPIError
+    import psycopg2
 
-    with contextlib.suppress(DBAPIError):
-        connection.exec_driver_sql("SELECT pg_advisory_unlock(%(key)s)", {"key": LOCK_KEY})
+    with contextlib.suppress(psycopg2.Error):
+        _one(connection, "SELECT pg_advisory_unlock(%(key)s)")
 
 
-def _acquire(connection: Connection, wait: float) -> None:
+def _acquire(connection: psycopg2.extensions.connection, wait: float) -> None:
     deadline = time.monotonic() + wait
     told = False
-    while not _try(connection):
+    while _one(connection, "SELECT pg_try_advisory_lock(%(key)s)") != (True,):
         holder = _holder(connection)
         if time.monotonic() >= deadline:
             raise DatabaseError(
@@ -81,17 +94,20 @@ def _acquire(connection: Connection, wait: float) -> None:
         time.sleep(POLL_INTERVAL)
 
 
-def _try(connection: Connection) -> bool:
-    result = connection.exec_driver_sql("SELECT pg_try_advisory_lock(%(key)s)", {"key": LOCK_KEY})
-    return bool(result.scalar())
-
-
-def _holder(connection: Connection) -> str:
-    row = connection.exec_driver_sql(HOLDER, {"key": LOCK_KEY}).first()
+def _holder(connection: psycopg2.extensions.connection) -> str:
+    row = _one(connection, HOLDER)
     if row is None:
         return "a session that just released it"
     pid, application, client, since = row
     return f"pid {pid}, {application or 'unnamed application'} from {client}, connected {since}"
+
+
+def _one(connection: psycopg2.extensions.connection, sql: str) -> tuple[Any, ...] | None:
+    """The first row of `sql`, run with the lock's key."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"key": LOCK_KEY})
+        row = cursor.fetchone()
+    return tuple(row) if row is not None else None
 
 
 def set_timeouts(connection: Connection, *, lock_timeout: float, statement_timeout: float) -> None:
