@@ -177,10 +177,17 @@ def insert_user(pg_server: Server, database: str) -> None:
     )
 
 
-def revision_text(project: Project, message: str, slug: str) -> str:
-    made = project.inv("db.revision", message)
+def revision_for_a_new_field(
+    project: Project, pg_server: Server, database: str, field: str, name: str
+) -> str:
+    """Upgrade, give table user a row, add `field` (called `name`) to the model; the text of
+    the revision `inv db.revision` then writes."""
+    assert project.inv("db.upgrade").code == 0
+    insert_user(pg_server, database)
+    add_user_field(project, field)
+    made = project.inv("db.revision", f"add user.{name}")
     assert made.code == 0, made.output
-    (script,) = project.versions.glob(f"*_{slug}.py")
+    (script,) = project.versions.glob(f"*_add_user_{name}.py")
     return script.read_text()
 
 
@@ -189,11 +196,8 @@ def test_revision_adds_server_default_and_upgrades_a_table_with_rows(
     models_project: Project, pg_server: Server, database: str
 ) -> None:
     project = models_project
-    assert project.inv("db.upgrade").code == 0
-    insert_user(pg_server, database)
-    add_user_field(project, "is_active: bool = Field(default=True)")
-
-    text = revision_text(project, "add user.is_active", "add_user_is_active")
+    field = "is_active: bool = Field(default=True)"
+    text = revision_for_a_new_field(project, pg_server, database, field, "is_active")
     assert re.search(r"""server_default=(['"])true\1""", text), text
     assert COMMENT not in text
 
@@ -209,11 +213,8 @@ def test_revision_comments_a_callable_default(
     models_project: Project, pg_server: Server, database: str
 ) -> None:
     project = models_project
-    assert project.inv("db.upgrade").code == 0
-    insert_user(pg_server, database)
-    add_user_field(project, "seen_at: datetime = Field(default_factory=_now)")
-
-    text = revision_text(project, "add user.seen_at", "add_user_seen_at")
+    field = "seen_at: datetime = Field(default_factory=_now)"
+    text = revision_for_a_new_field(project, pg_server, database, field, "seen_at")
     lines = [line.strip() for line in text.splitlines()]
     (at,) = [i for i, line in enumerate(lines) if line.startswith("# user.seen_at is NOT NULL")]
     assert COMMENT in lines[at], text
