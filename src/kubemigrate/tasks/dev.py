@@ -14,7 +14,7 @@ def database(c: Context, stop: bool = False, env: str | None = None) -> None:
     from kubemigrate.embedded import EmbeddedPostgres
 
     settings = load(env)
-    server = EmbeddedPostgres(settings.path(settings.data_dir))
+    server = EmbeddedPostgres.for_settings(settings)
     if stop:
         stopped = server.stop()
         print("Stopped." if stopped else "Not running.", file=sys.stderr)
