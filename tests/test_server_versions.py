@@ -63,9 +63,19 @@ def add_extension_revision(project: Project, extension: str) -> None:
     )
 
 
-def test_an_extension_the_embedded_server_ships(tmp_path: Path) -> None:
-    project = embedded_project(tmp_path)
-    add_extension_revision(project, "citext")
+@pytest.mark.parametrize(
+    ("settings", "extension"),
+    [
+        ({}, "citext"),
+        pytest.param({"KUBEMIGRATE_POSTGRES_BIN": str(DEBIAN_15)}, "uuid-ossp", marks=needs_15),
+    ],
+    ids=["embedded-citext", "debian-15-uuid-ossp"],
+)
+def test_an_extension_the_server_ships(
+    tmp_path: Path, settings: dict[str, str], extension: str
+) -> None:
+    project = embedded_project(tmp_path, **settings)
+    add_extension_revision(project, extension)
     try:
         upgraded = project.inv("db.upgrade")
         assert upgraded.code == 0, upgraded.output
@@ -84,17 +94,6 @@ def test_a_missing_extension_is_named_with_the_ways_out(tmp_path: Path) -> None:
         assert "no extension 'uuid-ossp'" in errors[0]
         assert "KUBEMIGRATE_POSTGRES_BIN" in errors[0] and "DATABASE_URL" in errors[0]
         assert "Traceback" not in refused.output
-    finally:
-        stop(project)
-
-
-@needs_15
-def test_the_distributions_server_has_it(tmp_path: Path) -> None:
-    project = embedded_project(tmp_path, KUBEMIGRATE_POSTGRES_BIN=str(DEBIAN_15))
-    add_extension_revision(project, "uuid-ossp")
-    try:
-        upgraded = project.inv("db.upgrade")
-        assert upgraded.code == 0, upgraded.output
     finally:
         stop(project)
 
