@@ -317,7 +317,7 @@ def kube() -> Iterator[KubeAPIServer]:
 @pytest.fixture
 def cluster(kube: KubeAPIServer, pg_server: Server, database: str) -> KubeAPIServer:
     """Namespace `staging`: a PostgreSQL pod (played by the test server), its Service, and a
-    Secret with its credentials. Commands exec'd in the pod find pgserver's pg_dump and reach
+    Secret with its credentials. Commands exec'd in the pod find the embedded pg_dump and reach
     the database through the container's PGHOST/PGPORT, as in a real postgres image."""
     kube.add_namespace(NS)
     kube.add_secret(

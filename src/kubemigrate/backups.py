@@ -28,9 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kubemigrate.embedded import major_version
 from kubemigrate.errors import BackupError
 from kubemigrate.locking import migration_lock
-from kubemigrate.pgclient import Client, local_binaries, major_version
+from kubemigrate.pgclient import Client, local_binaries
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, database
 

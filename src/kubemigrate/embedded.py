@@ -187,7 +187,7 @@ class EmbeddedPostgres:
         finally:
             conn.close()
 
-    def major_version(self) -> int:
+    def server_major(self) -> int:
         """The major version of the installation's server (18 from `postgres (PostgreSQL)
         18.6`)."""
         server = program("postgres", self.programs)
@@ -202,7 +202,7 @@ class EmbeddedPostgres:
     def _require_same_major(self) -> None:
         """A data directory is only ever opened by the major version that made it."""
         made_by = (self.data_dir / "PG_VERSION").read_text().strip()
-        running = self.major_version()
+        running = self.server_major()
         if made_by != str(running):
             raise DatabaseError(
                 f"the embedded data directory {self.data_dir} was made by PostgreSQL {made_by} "

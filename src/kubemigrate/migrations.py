@@ -245,7 +245,8 @@ def current(settings: Settings, *, verbose: bool = False) -> None:
 
     ini = settings.path(settings.alembic_ini)
     graph = None if verbose or not ini.is_file() else revisions.read(ini)
-    config = None if graph is not None else alembic_config(settings)
+    if graph is None:
+        alembic_config(settings)  # a missing ini or migrations directory, said before connecting
     db = database(settings)
     with connect_plainly(db) as connection:
         recorded = current_heads(connection)
@@ -254,7 +255,7 @@ def current(settings: Settings, *, verbose: bool = False) -> None:
         for revision in shown:
             print(graph.describe(revision))
         return
-    config = config or alembic_config(settings)
+    config = alembic_config(settings)
     with _alembic_errors():
         if verbose:
             config.print_stdout("Current revision(s) for %s:", db.shown)
