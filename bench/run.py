@@ -10,7 +10,16 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import backup_throughput, chain, current, noop_upgrade, scaling, startup, tunnel
+from bench import (
+    backup_throughput,
+    chain,
+    current,
+    export_upgrade,
+    noop_upgrade,
+    scaling,
+    startup,
+    tunnel,
+)
 from bench.timing import HEADER, Result
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -26,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     results += startup.measure(reps)
     results += noop_upgrade.measure(reps)
+    results += export_upgrade.measure(reps)
     results += current.measure(reps)
     results += scaling.measure(reps, counts=(2,) if args.quick else (1, 10, 100, 500))
     results += tunnel.measure(reps)

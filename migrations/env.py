@@ -1,8 +1,9 @@
-"""Alembic environment for the sample application.
+"""Alembic environment, written by kubemigrate (`inv db.init`).
 
 The URL never comes from alembic.ini. `inv db.*` hands a live connection in
 `config.attributes["connection"]`; the bare `alembic` command reads `DATABASE_URL` from the
 environment. Either way the password never passes through the ini parser, where `%` is special.
+The tables are those of the module or package that alembic.ini names as `models`.
 """
 
 import os
@@ -18,7 +19,16 @@ config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
-target_metadata = discover(config.get_main_option("models_package") or "app.entities")
+
+def models() -> str:
+    """The module or package of the SQLModel tables, from the `models` option of alembic.ini."""
+    name = config.get_main_option("models")
+    if not name:
+        raise SystemExit("alembic.ini names no models: add `models = <module or package>`")
+    return name
+
+
+target_metadata = discover(models())
 
 OPTIONS: dict[str, Any] = {
     "target_metadata": target_metadata,

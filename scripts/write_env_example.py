@@ -2,26 +2,19 @@
 
 uv run python scripts/write_env_example.py            # rewrite .env.example
 uv run python scripts/write_env_example.py --table    # print the README table
+
+The text of .env.example comes from `kubemigrate.scaffold.env_example`, which `inv db.init`
+writes into new projects too.
 """
 
 import sys
 from pathlib import Path
 
+from kubemigrate.scaffold import env_example
 from kubemigrate.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = """\
-# kubemigrate settings. Copy to .env (untracked) or .env.<environment> and uncomment what you need.
-# Order, later wins: defaults, .env, .env.<environment>, the process environment.
-# Passwords belong in a Kubernetes Secret or an untracked .env, never in a committed file.
-"""
-
-
-def env_example() -> str:
-    blocks = [HEADER]
-    for setting in SETTINGS:
-        blocks.append(f"\n# {setting.help}\n# {setting.name}={setting.default}\n")
-    return "".join(blocks)
+__all__ = ["ROOT", "env_example", "table"]
 
 
 def table() -> str:
@@ -39,4 +32,4 @@ if __name__ == "__main__":
     if "--table" in sys.argv:
         sys.stdout.write(table())
     else:
-        (ROOT / ".env.example").write_text(env_example())
+        (ROOT / ".env.example").write_text(env_example(), encoding="utf-8")

@@ -188,6 +188,12 @@ class Project:
     def head(self) -> str:
         return self.inv("db.heads").stdout.split()[0]
 
+    def use_own_env_py(self) -> None:
+        """Replace migrations/env.py with an application's own: it builds its engine from
+        DATABASE_URL and never takes kubemigrate's connection, so the tasks run Alembic in a
+        child process."""
+        (self.root / "migrations" / "env.py").write_text(OWN_ENV_PY)
+
     def inv(self, *argv: str, **env: str) -> Result:
         """Run `inv ARGV...` in the project as a user would (`env` adds variables)."""
         return run(
@@ -196,6 +202,45 @@ class Project:
             env={**self.env, **env},
             timeout=180,
         )
+
+
+OWN_ENV_PY = '''"""An application's own env.py, as Alembic's generic template writes it."""
+
+import os
+
+from alembic import context
+from sqlalchemy import create_engine, pool
+from sqlmodel import SQLModel
+
+import app.entities.book.models  # noqa: F401
+import app.entities.user.models  # noqa: F401
+
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=os.environ["DATABASE_URL"], target_metadata=target_metadata,
+                      literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(os.environ["DATABASE_URL"], poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
+'''
+# How a project's env.py takes its database: kubemigrate's connection (this repository's), or
+# its own engine from DATABASE_URL (run in a child Alembic process).
+ENV_PY_FORMS = ("connection", "own")
 
 
 def clean_environ(**extra: str) -> dict[str, str]:

@@ -26,11 +26,7 @@ def models_project(project: Project) -> Project:
         REPO / "src" / "app", project.root / "testapp", ignore=shutil.ignore_patterns("__pycache__")
     )
     ini = project.root / "alembic.ini"
-    ini.write_text(
-        ini.read_text().replace(
-            "models_package = app.entities", "models_package = testapp.entities"
-        )
-    )
+    ini.write_text(ini.read_text().replace("models = app.entities", "models = testapp.entities"))
     return project
 
 

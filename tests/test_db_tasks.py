@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.conftest import (
+    ENV_PY_FORMS,
     PASSWORD,
     ROLE,
     Project,
@@ -178,10 +179,13 @@ def test_empty_revision(project: Project) -> None:
     assert re.match(r"\d{8}_\d{4}_data_fix\.py", written.name)
 
 
+@pytest.mark.parametrize("env_py", ENV_PY_FORMS)
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_rolls_back_the_running_migration(
-    project: Project, pg_server: Server, database: str, sig: int, code: int
+    project: Project, pg_server: Server, database: str, sig: int, code: int, env_py: str
 ) -> None:
+    if env_py == "own":
+        project.use_own_env_py()
     parent = add_slow_revision(project)
     started = time.monotonic()
     result = interrupt_during_slow_migration(project, sig)
@@ -195,9 +199,12 @@ def test_interrupt_rolls_back_the_running_migration(
     assert project.inv("db.upgrade", "-r", parent).code == 0
 
 
+@pytest.mark.parametrize("env_py", ENV_PY_FORMS)
 def test_concurrent_upgrades_apply_each_revision_once(
-    project: Project, pg_server: Server, database: str
+    project: Project, pg_server: Server, database: str, env_py: str
 ) -> None:
+    if env_py == "own":
+        project.use_own_env_py()
     parent = project.head()
     project.add_revision(  # slow enough for the four runs to overlap
         "c0c0c0c0c0c0",
@@ -235,11 +242,14 @@ def test_lock_wait_times_out_naming_the_holder(project: Project, database_url: s
     assert "someone-else" in result.stderr
 
 
+@pytest.mark.parametrize("env_py", ENV_PY_FORMS)
 def test_lock_timeout_stops_a_migration_behind_a_busy_table(
-    project: Project, database_url: str, pg_server: Server, database: str
+    project: Project, database_url: str, pg_server: Server, database: str, env_py: str
 ) -> None:
     import psycopg2
 
+    if env_py == "own":
+        project.use_own_env_py()
     assert project.inv("db.upgrade").code == 0
     parent = project.head()
     project.add_revision(
@@ -330,3 +340,44 @@ def test_current_names_a_revision_the_migrations_do_not_have(
     assert project.inv("db.upgrade").code == 0
     pg_server.execute("UPDATE alembic_version SET version_num = 'feedfacecafe'", database=database)
     assert_clean_failure(project.inv("db.current"), "feedfacecafe")
+
+
+def test_an_exception_in_env_py_is_one_line(project: Project) -> None:
+    env_py = project.root / "migrations" / "env.py"
+    env_py.write_text(env_py.read_text() + '\nraise RuntimeError("a broken env.py")\n')
+    line = len(env_py.read_text().splitlines())
+    failed = project.inv("db.upgrade")
+    assert failed.code == 1, failed.output
+    assert f"error: migrations/env.py:{line}: RuntimeError: a broken env.py" in failed.stderr
+    assert "Traceback" not in failed.output
+    shown = project.inv("--debug", "db.upgrade")
+    assert "Traceback (most recent call last)" in shown.stderr
+    assert PASSWORD not in shown.output
+
+
+@pytest.mark.parametrize("env_py", ENV_PY_FORMS)
+def test_statement_timeout_rolls_back_only_the_failed_migration(
+    project: Project, pg_server: Server, database: str, env_py: str
+) -> None:
+    """Two pending migrations, the second too slow: the first stays applied (one transaction
+    per migration, though the project's own env.py does not ask for it), the second is rolled
+    back by statement_timeout, and the message says which setting to raise."""
+    if env_py == "own":
+        project.use_own_env_py()
+    assert project.inv("db.upgrade").code == 0
+    parent = project.head()
+    project.add_revision("f1f1f1f1f1f1", parent, 'op.execute("CREATE TABLE kept (id int)")')
+    project.add_revision(
+        "f2f2f2f2f2f2",
+        "f1f1f1f1f1f1",
+        'op.execute("CREATE TABLE dropped (id int)")',
+        'op.execute("SELECT pg_sleep(5)")',
+    )
+    result = project.inv("db.upgrade", KUBEMIGRATE_STATEMENT_TIMEOUT="1")
+    assert result.code == 1, result.output
+    assert "statement timeout" in result.stderr
+    assert "KUBEMIGRATE_STATEMENT_TIMEOUT" in result.stderr
+    assert "Traceback" not in result.output
+    rows = pg_server.execute("SELECT version_num FROM alembic_version", database=database)
+    assert rows == [("f1f1f1f1f1f1",)]
+    assert "kept" in tables(pg_server, database) and "dropped" not in tables(pg_server, database)

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import REPO, clean_environ
 
 pytestmark = pytest.mark.e2e
+pytest_plugins = ["tests.userproject"]
 
 
 def interpreter(version: str) -> str | None:
@@ -27,20 +28,10 @@ def interpreter(version: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed")
-    out = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [uv, "build", "--wheel", "--out-dir", str(out), str(REPO)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    (built,) = out.glob("kubemigrate-*.whl")
-    return built
+@pytest.fixture
+def wheel(kubemigrate_wheel: Path) -> Path:
+    """The session's wheel (tests/userproject.py builds it once)."""
+    return kubemigrate_wheel
 
 
 def test_the_wheel_holds_kubemigrate_alone(wheel: Path) -> None:

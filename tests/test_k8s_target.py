@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
+    ENV_PY_FORMS,
     NS,
     PASSWORD,
     ROLE,
@@ -284,9 +285,15 @@ def test_signal_while_the_cluster_is_asked(
     # the k8s fixture checks that no kubectl process is left
 
 
-def test_tunnel_killed_during_a_migration(k8s: Project, pg_server: Server, database: str) -> None:
+@pytest.mark.parametrize("env_py", ENV_PY_FORMS)
+def test_tunnel_killed_during_a_migration(
+    k8s: Project, pg_server: Server, database: str, env_py: str
+) -> None:
+    if env_py == "own":
+        k8s.use_own_env_py()
     parent = k8s.head()
-    assert k8s.inv("db.upgrade", "--env", NS).code == 0
+    first = k8s.inv("db.upgrade", "--env", NS)
+    assert first.code == 0, first.output
     k8s.add_revision(
         "5eea5eea5eea",
         parent,

@@ -7,76 +7,20 @@ appear only in the environment of pg_dump / pg_restore (the one child that needs
 a command line, in anything printed, or in any file written.
 """
 
-import os
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import NS, PASSWORD, Project
+from tests.watching import ProcessWatcher
+
+SENTINEL = PASSWORD.encode()
 
 pytestmark = pytest.mark.e2e
 
-SENTINEL = PASSWORD.encode()
-MAY_HOLD_IT = (b"pg_dump", b"pg_restore")  # in their environment only
-
-
-class ProcessWatcher(threading.Thread):
-    """Reads /proc/*/cmdline and /proc/*/environ of every process until stopped."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-        self.leaks: list[str] = []
-        self.holders: set[bytes] = set()  # programs seen holding it where they may
-        self.seen = 0
-
-    def run(self) -> None:
-        known: dict[str, bytes] = {}  # pid -> the command line its environment was read under
-        me = str(threading.get_native_id())
-        while not self.stop.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or pid == me:
-                    continue
-                entry = Path("/proc", pid)
-                try:
-                    before = (entry / "cmdline").read_bytes()
-                    if known.get(pid, b"") == before != b"":
-                        continue  # the environment is set at exec, which changes the command line
-                    environ = (entry / "environ").read_bytes()
-                    cmdline = identity(entry)
-                    comm = (entry / "comm").read_bytes().strip()
-                except OSError:
-                    continue
-                if before == cmdline:  # else it exec'd meanwhile: read it again next time
-                    known[pid] = cmdline
-                self.seen += 1
-                if SENTINEL in cmdline:
-                    self.leaks.append(f"command line of {cmdline!r}")
-                name = Path(cmdline.split(b"\0")[0].decode(errors="replace")).name.encode()
-                program = name or comm
-                if SENTINEL in environ:
-                    if program in MAY_HOLD_IT:
-                        self.holders.add(program)
-                    else:
-                        self.leaks.append(f"environment of {comm!r} {cmdline[:80]!r}")
-            time.sleep(0.001)
-
-
-def identity(entry: Path) -> bytes:
-    """A process's command line. One caught in its exec reads an empty one for a moment, so
-    look again; one caught exiting stays empty, and its name (comm) then says what it was."""
-    for _ in range(20):
-        cmdline = (entry / "cmdline").read_bytes()
-        if cmdline:
-            return cmdline
-        time.sleep(0.0005)
-    return b""
-
 
 def test_the_password_stays_where_it_belongs(k8s: Project, tmp_path: Path) -> None:
-    watcher = ProcessWatcher()
+    watcher = ProcessWatcher(PASSWORD)
     watcher.start()
     outputs = []
     try:

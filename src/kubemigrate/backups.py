@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from kubemigrate.embedded import major_version
 from kubemigrate.errors import BackupError
+from kubemigrate.layout import create_ignored
 from kubemigrate.locking import migration_lock
 from kubemigrate.pgclient import Client, local_binaries
 from kubemigrate.settings import Settings
@@ -172,7 +173,7 @@ def _dump(
 ) -> Backup:
     where, dumped_by = client(settings, db, known.server_major)
     directory = backup_directory(settings, output)
-    directory.mkdir(parents=True, exist_ok=True)
+    create_ignored(directory)
     stamp = timestamp()
     final = directory / f"{_safe(db.name)}_{stamp}_{known.revision}.dump"
     partial = final.with_name(f".{final.name}.partial")

@@ -2,11 +2,14 @@
 and stopping them on every way out.
 
 Every program kubemigrate runs starts here, through `sh`: kubectl (lookups, port-forward, exec,
-apply, rollout status), pg_dump, pg_restore, squawk, initdb and pg_ctl. Three shapes cover them:
+apply, rollout status), pg_dump, pg_restore, squawk, initdb, pg_ctl and a child Alembic. Four
+shapes cover them:
 
 - `run`: a short program; waits, returns its exit code, output and stderr;
 - `stream`: a program whose output is data (pg_dump), copied to a sink in large chunks, with
   standard input fed from an iterator (a restore's file);
+- `start_relayed`: a program whose output is the user's (a child Alembic), passed through as it
+  comes, told when to go on its standard input;
 - `start`: a program that keeps running (port-forward), its lines handed to callbacks; `stop`
   ends it.
 
@@ -24,6 +27,7 @@ import io
 import itertools
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
@@ -101,8 +105,13 @@ def command(path: str) -> sh.Command:
 
 
 def plain_environ() -> dict[str, str]:
-    """This process's environment without libpq's variables a user may have exported."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """This process's environment without libpq's variables and without the secret settings
+    (DATABASE_URL, KUBEMIGRATE_DB_PASSWORD) a user may have exported: a child that needs a
+    password is given it explicitly."""
+    from kubemigrate.settings import SETTINGS
+
+    secret = {setting.name for setting in SETTINGS if setting.secret}
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG") and k not in secret}
 
 
 def run(
@@ -155,6 +164,47 @@ def stream(
         _preexec_fn=die_with_parent,
     )
     return Finished(_wait(process), errors=errors, bytes=output.count)
+
+
+def start_relayed(
+    program: sh.Command,
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    stdin: queue.Queue[bytes | None] | None = None,
+) -> tuple[sh.RunningCommand, Tail]:
+    """Start a program whose output is the user's (a child Alembic's progress lines, or its
+    SQL): its output and stderr pass through to this process's as they come; its standard
+    input is fed from `stdin` (None in the queue ends it). In its own session: a Ctrl-C meant
+    for the task reaches the task, which then stops it in order. `finished` waits for it."""
+    errors = Tail()
+
+    def on_out(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def on_err(text: str) -> None:
+        errors(text)
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    process = _spawn(
+        program,
+        args,
+        _in=stdin,
+        _out=on_out,
+        _err=on_err,
+        _env=env,
+        _cwd=cwd,
+        _new_session=True,
+        _preexec_fn=die_with_parent,
+    )
+    return process, errors
+
+
+def finished(process: sh.RunningCommand, errors: Tail) -> Finished:
+    """Wait for a child `start_relayed` started (stopping it on Ctrl-C, SIGTERM or any error)."""
+    return Finished(_wait(process), errors=errors)
 
 
 def start(

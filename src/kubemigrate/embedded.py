@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from kubemigrate import children
 from kubemigrate.errors import DatabaseError
+from kubemigrate.layout import create_ignored
 
 if TYPE_CHECKING:
     from kubemigrate.settings import Settings
@@ -212,7 +213,8 @@ class EmbeddedPostgres:
             )
 
     def _initdb(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        create_ignored(self.data_dir.parent)  # .kubemigrate/: initdb wants pgdata/ empty
+        self.data_dir.mkdir(exist_ok=True)
         self.data_dir.chmod(0o700)
         self._hand_over(self.data_dir)
         self._run(

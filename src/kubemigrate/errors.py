@@ -12,8 +12,15 @@ The subclasses say which part failed, for callers that handle one kind different
 - `MigrationError`: Alembic refused a command, or the migrations are not fit to run;
 - `ClusterError`: kubectl could not do what was asked (tunnel, lookups, apply, rollout);
   `NotFoundError` when the API server answered NotFound;
-- `BackupError`: a backup or restore could not be made or trusted.
+- `BackupError`: a backup or restore could not be made or trusted;
+- `ProjectError`: the project's own env.py, models or settings raised an exception.
 """
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable
+from pathlib import Path
 
 
 class KubemigrateError(Exception):
@@ -51,3 +58,57 @@ class NotFoundError(ClusterError):
 
 class BackupError(KubemigrateError):
     """A backup or restore could not be made or trusted."""
+
+
+class ProjectError(KubemigrateError):
+    """The project's own code (its env.py, models or settings) raised an exception."""
+
+    @classmethod
+    def from_exception(
+        cls, exc: BaseException, project: Path, hidden: Iterable[str] = ()
+    ) -> ProjectError:
+        """One line: the project's file and line where `exc` was raised (the innermost frame
+        under `project`, else the innermost of all), the exception's type and first line; any
+        `hidden` value (a password, a URL holding one) shown as ***."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        own = [
+            f for f in frames if _under(f.filename, project) and "site-packages" not in f.filename
+        ]
+        where = ""
+        if own or frames:
+            frame = (own or frames)[-1]
+            where = f"{_shown_path(frame.filename, project)}:{frame.lineno}: "
+        text = str(exc).strip().splitlines()
+        first = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        message = (
+            f"{where}{first} (in the project's own code; run with --debug or "
+            "KUBEMIGRATE_TRACEBACK=true for the traceback)"
+        )
+        return cls(redact(message, hidden))
+
+
+def redact(text: str, hidden: Iterable[str]) -> str:
+    """`text` with every non-empty `hidden` value, and its percent-encoded form, as ***."""
+    from urllib.parse import quote, quote_plus
+
+    for value in sorted({v for v in hidden if v}, key=len, reverse=True):
+        for form in {value, quote(value, safe=""), quote_plus(value), quote(value, safe=" +")}:
+            text = text.replace(form, "***")
+    return text
+
+
+def _under(filename: str, project: Path) -> bool:
+    if not Path(filename).is_absolute():  # "<string>", a generated wrapper
+        return False
+    try:
+        Path(filename).resolve().relative_to(project)
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _shown_path(filename: str, project: Path) -> str:
+    try:
+        return str(Path(filename).resolve().relative_to(project))
+    except (ValueError, OSError):
+        return filename

@@ -45,8 +45,9 @@ LIMIT 1
 
 
 @contextmanager
-def migration_lock(db: Database, wait: float) -> Iterator[None]:
-    """Hold the migration lock of `db` for the duration of the block.
+def migration_lock(db: Database, wait: float) -> Iterator[int]:
+    """Hold the migration lock of `db` for the duration of the block; gives the server's
+    version number (`server_version_num`, e.g. 180001).
 
     The lock's connection is a bare psycopg2 one in autocommit mode (`connect_plainly`): three
     statements need no SQLAlchemy, and it is the first connection a migration opens.
@@ -65,7 +66,7 @@ def migration_lock(db: Database, wait: float) -> Iterator[None]:
                 f"{why}, while taking the migration lock; nothing was changed"
             ) from None
         try:
-            yield
+            yield int(connection.server_version)
         finally:
             _release(connection)
 

@@ -16,12 +16,13 @@ import io
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from kubemigrate.errors import DatabaseError, MigrationError, SettingsError
+from kubemigrate.errors import DatabaseError, MigrationError, SettingsError, redact
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, connect_plainly, database, driver_message
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import Script, ScriptDirectory
     from sqlalchemy import Connection
+
+    from kubemigrate.layout import Layout
 
 VERSION_TABLE = "alembic_version"  # Alembic's default, which migrations/env.py keeps
 LOG_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"
@@ -58,27 +61,42 @@ def _not_set_up_notes(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(("Context impl", "Will assume"))
 
 
+def layout(settings: Settings) -> Layout:
+    """The project's alembic.ini and the migrations directory it names."""
+    from kubemigrate.layout import Layout
+
+    return Layout.read(settings.path(settings.alembic_ini))
+
+
 def alembic_config(
     settings: Settings, *, stdout: TextIO | None = None, sql_output: TextIO | None = None
 ) -> Config:
-    """Alembic's Config for the project, without a URL and without its own logging setup."""
+    """Alembic's Config for the project, without a URL and without its own logging setup.
+
+    A relative `script_location` and `prepend_sys_path` are resolved against the ini's
+    directory, as Alembic resolves them when run there.
+    """
     from alembic.config import Config
 
-    ini = settings.path(settings.alembic_ini)
-    if not ini.is_file():
-        raise SettingsError(
-            f"no Alembic configuration at {ini}: run kubemigrate from the project directory "
-            "or set KUBEMIGRATE_MIGRATIONS_CONFIG"
-        )
-    config = Config(str(ini), stdout=stdout or sys.stdout, output_buffer=sql_output)
+    from kubemigrate.layout import resolve_sys_path
+
+    found = _checked(layout(settings))
+    config = Config(str(found.ini), stdout=stdout or sys.stdout, output_buffer=sql_output)
     config.attributes["configure_logger"] = False
-    script_location = Path(config.get_main_option("script_location") or "")
-    if not (script_location / "env.py").is_file():
-        raise SettingsError(
-            f"no migrations directory at {script_location} (named by script_location in "
-            f"{ini.name}); create it with `alembic init` or fix the path"
-        )
+    if found.script_location is not None:
+        config.set_main_option("script_location", str(found.script_location).replace("%", "%%"))
+    sys.path[:0] = [entry for entry in resolve_sys_path(found) if entry not in sys.path]
+    config.set_main_option("prepend_sys_path", "")
     return config
+
+
+def _checked(found: Layout) -> Layout:
+    if found.env_py is not None and not found.env_py.is_file():
+        raise SettingsError(
+            f"no migrations directory at {found.script_location} (named by script_location in "
+            f"{found.ini}); create it with `inv db.init` or fix the path"
+        )
+    return found
 
 
 def scripts(config: Config) -> ScriptDirectory:
@@ -88,7 +106,7 @@ def scripts(config: Config) -> ScriptDirectory:
 
 
 @contextmanager
-def _alembic_errors(db: Database | None = None) -> Iterator[None]:
+def alembic_errors(db: Database | None = None) -> Iterator[None]:
     """Turn Alembic's and the driver's exceptions into one-line user errors."""
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
@@ -104,6 +122,11 @@ def _alembic_errors(db: Database | None = None) -> Iterator[None]:
                 f"{lost}; the migration in progress was rolled back, run the task again"
             ) from None
         message = driver_message(exc)
+        if exc.connection_invalidated:
+            raise DatabaseError(
+                f"lost the connection to the database ({message}); the migration in progress "
+                "was rolled back, run the task again"
+            ) from None
         missing = MISSING_EXTENSION.search(str(getattr(exc, "orig", exc)))
         if missing:
             raise DatabaseError(_no_extension(missing[1] or missing[2])) from None
@@ -172,9 +195,35 @@ def _online(
                 lock_timeout=settings.lock_timeout,
                 statement_timeout=settings.statement_timeout,
             )
-        stack.enter_context(_alembic_errors(db))
+        stack.enter_context(alembic_errors(db))
         config.attributes["connection"] = connection
         yield config
+
+
+@contextmanager
+def project_errors(settings: Settings) -> Iterator[None]:
+    """An exception from the project's own code (env.py, its models, its settings) as one line
+    naming the file and line; the traceback too with `--debug` or KUBEMIGRATE_TRACEBACK."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    from kubemigrate.errors import KubemigrateError, ProjectError
+    from kubemigrate.target import known_passwords
+
+    try:
+        yield
+    except (KubemigrateError, CommandError, DBAPIError):
+        raise  # Alembic's and the database's: `alembic_errors` words them
+    except Exception as exc:
+        hidden = known_passwords()
+        if wants_traceback(settings):
+            print(redact("".join(traceback.format_exception(exc)), hidden), file=sys.stderr)
+        raise ProjectError.from_exception(exc, settings.project_dir, hidden) from None
+
+
+def wants_traceback(settings: Settings) -> bool:
+    """`KUBEMIGRATE_TRACEBACK`, or `inv --debug` (invoke turns on DEBUG logging)."""
+    return settings.traceback or logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def _offline(settings: Settings, sql_output: TextIO | None = None) -> Config:
@@ -183,53 +232,116 @@ def _offline(settings: Settings, sql_output: TextIO | None = None) -> Config:
     return config
 
 
-def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> None:
-    """Upgrade to `revision`; with `sql`, print the SQL instead of running it."""
+def _run(
+    settings: Settings, name: str, arguments: dict[str, Any], *, changes: bool = False
+) -> list[Path]:
+    """Run Alembic's command `name` for the project, the way its env.py takes a database.
+
+    An env.py that takes `config.attributes["connection"]` runs here, on kubemigrate's
+    connection; any other runs in a child process (`kubemigrate.alembic_child`) that gets the
+    database through `KUBEMIGRATE_EXPORT`. Offline (`sql`) runs reach no database.
+    """
+    found = _checked(layout(settings))
+    needs_head = name in ("check", "revision")
+    if found.takes_connection():
+        if arguments.get("sql"):
+            with alembic_errors(), project_errors(settings):
+                return alembic_command(_offline(settings), name, arguments)
+        with _online(settings, changes=changes) as config:
+            if needs_head:
+                _require_head(config, config.attributes["connection"])
+            with project_errors(settings):
+                return alembic_command(config, name, arguments)
+    return _run_in_child(settings, found, name, arguments, changes=changes, needs_head=needs_head)
+
+
+def _run_in_child(
+    settings: Settings,
+    found: Layout,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    changes: bool,
+    needs_head: bool,
+) -> list[Path]:
+    from kubemigrate import alembic_child
+    from kubemigrate.locking import migration_lock
+
+    db = None if arguments.get("sql") else database(settings)
+    with alembic_child.started(settings, found, name, arguments, db=db) as child:
+        if db is None:
+            child.go()
+        elif changes:
+            with migration_lock(db, settings.lock_wait) as version:
+                child.go(server_version=version)
+                outcome = child.finish()
+            return [Path(p) for p in outcome.get("paths", [])]
+        else:
+            if needs_head:
+                with connect_plainly(db) as connection:
+                    _require_head(alembic_config(settings), connection)
+            child.go()
+        outcome = child.finish()
+    return [Path(p) for p in outcome.get("paths", [])]
+
+
+def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> list[Path]:
+    """Alembic's command `name` on `config` (in this process or in the child); the files it
+    wrote. `arguments` are the command's, as the task functions below pass them."""
     from alembic import command
 
-    if sql:
-        with _alembic_errors():
-            command.upgrade(_offline(settings), revision, sql=True)
-        return
-    with _online(settings, changes=True) as config:
-        command.upgrade(config, revision)
+    from kubemigrate.autogen import revision_rules
+
+    sql = bool(arguments.get("sql"))
+    match name:
+        case "upgrade":
+            command.upgrade(config, arguments["revision"], sql=sql)
+        case "downgrade":
+            command.downgrade(config, arguments["revision"], sql=sql)
+        case "stamp":
+            command.stamp(config, arguments["revision"], sql=sql, purge=arguments["purge"])
+        case "check":
+            _check(config)
+        case "revision":
+            return _paths(
+                command.revision(
+                    config,
+                    message=arguments["message"],
+                    autogenerate=True,
+                    process_revision_directives=revision_rules,
+                )
+            )
+        case _:
+            raise MigrationError(f"unknown Alembic command {name!r}")
+    return []
+
+
+def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> None:
+    """Upgrade to `revision`; with `sql`, print the SQL instead of running it."""
+    _run(settings, "upgrade", {"revision": revision, "sql": sql}, changes=True)
 
 
 def upgrade_sql(settings: Settings, start: str | None, out: TextIO) -> None:
     """Write the SQL that upgrades from revision `start` (None: base) to head into `out`."""
     from alembic import command
 
-    with _alembic_errors():
+    with alembic_errors():
         command.upgrade(_offline(settings, out), f"{start}:head" if start else "head", sql=True)
 
 
 def downgrade(settings: Settings, revision: str, *, sql: bool = False) -> None:
     """Downgrade to `revision` (`-1`, an id, or `base`); `sql` needs a `FROM:TO` range."""
-    from alembic import command
-
-    if sql:
-        if ":" not in revision:
-            raise MigrationError(
-                "an offline downgrade needs a range, e.g. `inv db.downgrade head:-1 --sql` "
-                "or `inv db.downgrade <from>:<to> --sql`"
-            )
-        with _alembic_errors():
-            command.downgrade(_offline(settings), revision, sql=True)
-        return
-    with _online(settings, changes=True) as config:
-        command.downgrade(config, revision)
+    if sql and ":" not in revision:
+        raise MigrationError(
+            "an offline downgrade needs a range, e.g. `inv db.downgrade head:-1 --sql` "
+            "or `inv db.downgrade <from>:<to> --sql`"
+        )
+    _run(settings, "downgrade", {"revision": revision, "sql": sql}, changes=True)
 
 
 def stamp(settings: Settings, revision: str, *, sql: bool = False, purge: bool = False) -> None:
     """Record `revision` as the database's revision without running migrations."""
-    from alembic import command
-
-    if sql:
-        with _alembic_errors():
-            command.stamp(_offline(settings), revision, sql=True, purge=purge)
-        return
-    with _online(settings, changes=True) as config:
-        command.stamp(config, revision, purge=purge)
+    _run(settings, "stamp", {"revision": revision, "sql": sql, "purge": purge}, changes=True)
 
 
 def current(settings: Settings, *, verbose: bool = False) -> None:
@@ -256,7 +368,7 @@ def current(settings: Settings, *, verbose: bool = False) -> None:
             print(graph.describe(revision))
         return
     config = alembic_config(settings)
-    with _alembic_errors():
+    with alembic_errors():
         if verbose:
             config.print_stdout("Current revision(s) for %s:", db.shown)
         for script in scripts(config).get_all_current(recorded):
@@ -304,7 +416,7 @@ def history(settings: Settings, *, verbose: bool = False, rev_range: str | None 
     """Print the migrations, newest first."""
     from alembic import command
 
-    with _alembic_errors():
+    with alembic_errors():
         command.history(alembic_config(settings), rev_range=rev_range, verbose=verbose)
 
 
@@ -312,7 +424,7 @@ def heads(settings: Settings, *, verbose: bool = False) -> None:
     """Print the head revisions of the migrations."""
     from alembic import command
 
-    with _alembic_errors():
+    with alembic_errors():
         command.heads(alembic_config(settings), verbose=verbose)
 
 
@@ -320,7 +432,7 @@ def show(settings: Settings, revision: str) -> None:
     """Print one revision."""
     from alembic import command
 
-    with _alembic_errors():
+    with alembic_errors():
         command.show(alembic_config(settings), revision)
 
 
@@ -328,26 +440,15 @@ def revision(settings: Settings, message: str, *, autogenerate: bool = True) -> 
     """Create a revision; autogenerated ones compare the models with the database at head."""
     from alembic import command
 
-    from kubemigrate.autogen import revision_rules
-
     if not message.strip():
         raise MigrationError(
             'a revision needs a message saying what it does, e.g. inv db.revision "add '
             'user.is_active"'
         )
     if not autogenerate:
-        with _alembic_errors():
+        with alembic_errors():
             return _paths(command.revision(alembic_config(settings), message=message))
-    with _online(settings) as config:
-        _require_head(config)
-        return _paths(
-            command.revision(
-                config,
-                message=message,
-                autogenerate=True,
-                process_revision_directives=revision_rules,
-            )
-        )
+    return _run(settings, "revision", {"message": message})
 
 
 def merge(settings: Settings, revisions: Sequence[str], message: str | None) -> list[Path]:
@@ -355,7 +456,7 @@ def merge(settings: Settings, revisions: Sequence[str], message: str | None) -> 
     from alembic import command
 
     config = alembic_config(settings)
-    with _alembic_errors():
+    with alembic_errors():
         if len(scripts(config).get_heads()) < 2 and not revisions:
             raise MigrationError("there is a single head: nothing to merge")
         return _paths(command.merge(config, list(revisions) or "heads", message=message))
@@ -363,18 +464,21 @@ def merge(settings: Settings, revisions: Sequence[str], message: str | None) -> 
 
 def check(settings: Settings) -> None:
     """Fail with the list of differences when the models and the migrations disagree."""
+    _run(settings, "check", {})
+
+
+def _check(config: Config) -> None:
     from alembic import command
     from alembic.util.exc import AutogenerateDiffsDetected
 
-    with _online(settings, stdout=io.StringIO()) as config:  # the verdict is the caller's
-        _require_head(config)
-        try:
-            command.check(config)
-        except AutogenerateDiffsDetected as exc:
-            raise MigrationError(
-                "the models and the migrations disagree; run `inv db.revision MESSAGE` to "
-                f"write a migration for: {_diffs(exc)}"
-            ) from None
+    config.stdout = io.StringIO()  # the verdict is the caller's
+    try:
+        command.check(config)
+    except AutogenerateDiffsDetected as exc:
+        raise MigrationError(
+            "the models and the migrations disagree; run `inv db.revision MESSAGE` to "
+            f"write a migration for: {_diffs(exc)}"
+        ) from None
 
 
 def _diffs(exc: Exception) -> str:
@@ -394,7 +498,9 @@ def _describe(diff: Any) -> str:
     return str(diff)
 
 
-def not_at_head(config: Config, connection: Connection) -> str | None:
+def not_at_head(
+    config: Config, connection: Connection | psycopg2.extensions.connection
+) -> str | None:
     """None when the database is at the migrations' head(s), else where it is instead."""
     wanted = set(scripts(config).get_heads())
     have = set(current_heads(connection))
@@ -404,8 +510,7 @@ def not_at_head(config: Config, connection: Connection) -> str | None:
     return f"at {at}, not at head ({', '.join(sorted(wanted))})"
 
 
-def _require_head(config: Config) -> None:
-    connection = config.attributes["connection"]
+def _require_head(config: Config, connection: Connection | psycopg2.extensions.connection) -> None:
     gap = not_at_head(config, connection)
     if gap:
         raise MigrationError(f"the database is {gap}; run `inv db.upgrade` first")

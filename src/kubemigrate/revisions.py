@@ -16,7 +16,6 @@ and the caller asks Alembic, which handles every case: the fast path never guess
 from __future__ import annotations
 
 import ast
-import configparser
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,19 +88,16 @@ def read(ini: Path) -> Graph | None:
 
 
 def _versions_directory(ini: Path) -> Path | None:
-    config = configparser.ConfigParser(defaults={"here": str(ini.parent.resolve())})
+    from kubemigrate.errors import SettingsError
+    from kubemigrate.layout import Layout
+
     try:
-        config.read(ini, encoding="utf-8")
-        options = dict(config.items("alembic"))
-    except (configparser.Error, UnicodeDecodeError):
+        found = Layout.read(ini)
+    except SettingsError:
         return None
-    location = options.get("script_location", "").strip()
-    if not location or any(options.get(name) for name in UNSUPPORTED_OPTIONS):
+    if any(found.option(name) for name in UNSUPPORTED_OPTIONS):
         return None
-    path = Path(location)
-    if ":" in location and not path.is_absolute():  # a package resource: Alembic resolves it
-        return None
-    return path / "versions"
+    return found.versions
 
 
 def _identifiers(path: Path) -> tuple[str, tuple[str, ...]] | None:

@@ -92,6 +92,12 @@ def _flag(value: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _exports(value: str) -> tuple[tuple[str, str], ...]:
+    from kubemigrate.exports import parse_exports
+
+    return parse_exports(value)
+
+
 def _target(value: str) -> str:
     """One of TARGETS."""
     if value not in TARGETS:
@@ -193,7 +199,31 @@ class Settings:
         "KUBEMIGRATE_MIGRATIONS_CONFIG",
         "alembic.ini",
         _text,
-        "Alembic configuration file (relative to the project).",
+        "Alembic configuration file (relative to the project), e.g. backend/alembic.ini; its "
+        "script_location is resolved against its own directory.",
+    )
+    export: tuple[tuple[str, str], ...] = setting(
+        "KUBEMIGRATE_EXPORT",
+        "DATABASE_URL={url}",
+        _exports,
+        "For an env.py that opens its own connection: NAME=TEMPLATE pairs, comma-separated, "
+        "set for its Alembic run alone; templates use {url} {host} {port} {user} {password} "
+        "{database}, e.g. POSTGRES_SERVER={host},POSTGRES_PASSWORD={password}.",
+    )
+    driver: str | None = setting(
+        "KUBEMIGRATE_DRIVER",
+        "",
+        _optional,
+        "SQLAlchemy driver that {url} names when the URL names none (the embedded server, "
+        "KUBEMIGRATE_DB_* parts, a Secret's parts), e.g. postgresql+psycopg; empty: "
+        "postgresql+psycopg2, which kubemigrate installs.",
+    )
+    traceback: bool = setting(
+        "KUBEMIGRATE_TRACEBACK",
+        "false",
+        _flag,
+        "true: an exception in the project's env.py, models or settings prints its full "
+        "traceback (as `inv --debug` does), not only its one-line summary.",
     )
     kubectl: str = setting(
         "KUBEMIGRATE_KUBECTL", "kubectl", _text, "kubectl binary to run (a name on PATH or a path)."

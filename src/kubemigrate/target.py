@@ -106,6 +106,13 @@ def close_session() -> None:
         current.close()
 
 
+def known_passwords() -> list[str]:
+    """The passwords of the databases this process resolved: never to be shown."""
+    if _session is None:
+        return []
+    return [db.url.password for db in _session.databases.values() if db.url.password]
+
+
 def database(settings: Settings) -> Database:
     """The database for `settings`, opening what it needs once per process."""
     return session().database(settings)
@@ -165,7 +172,8 @@ def _embedded_url(settings: Settings) -> URL:
     was_running = server.status().running
     server.start()
     server.ensure_database(settings.db_name)
-    url = parse_url(server.url(settings.db_name), "the embedded PostgreSQL")
+    # kubemigrate built this URL: {url} in KUBEMIGRATE_EXPORT gets KUBEMIGRATE_DRIVER's driver
+    url = parse_url(server.url(settings.db_name), "the embedded PostgreSQL").set(named_driver=None)
     if not was_running:
         state = "created and started" if created else "started"
         print(

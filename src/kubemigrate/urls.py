@@ -91,6 +91,9 @@ class URL:
     port: int | None = None
     database: str | None = None
     query: dict[str, str | tuple[str, ...]] = field(default_factory=dict, hash=False)
+    # The driver the URL's text named (`postgresql+psycopg`), for the project's own env.py;
+    # kubemigrate's own connections use DRIVER.
+    named_driver: str | None = None
 
     def set(self, **changes: Any) -> URL:
         """A copy with `changes` (host, port, drivername...)."""
@@ -164,7 +167,8 @@ def parse_url(text: str, origin: str) -> URL:
             f"the database URL from {origin} is for {url.get_backend_name()!r}; "
             "kubemigrate supports PostgreSQL only"
         )
-    return url.set(drivername=DRIVER)
+    named = url.drivername if "+" in url.drivername else None
+    return url.set(drivername=DRIVER, named_driver=named)
 
 
 def url_from_parts(

@@ -267,6 +267,27 @@ def list_backups(c: Context, output: str | None = None, env: str | None = None) 
         )
 
 
+# -- a new project --------------------------------------------------------------------------------
+
+
+@task(
+    help={
+        "models": "Module or package holding the SQLModel tables (default: app.models).",
+        "directory": "Migrations directory to create (default: migrations).",
+    }
+)
+@reports_errors
+def init(c: Context, models: str = "app.models", directory: str = "migrations") -> None:
+    """Start migrations in a project that has none: alembic.ini, env.py, script.py.mako."""
+    from kubemigrate import scaffold
+    from kubemigrate.settings import find_project_dir
+
+    project = find_project_dir()
+    for path in scaffold.init(project, models=models, directory=directory):
+        print(f"wrote {path.relative_to(project)}", file=sys.stderr)
+    print('next: inv db.revision "first tables" && inv db.upgrade', file=sys.stderr)
+
+
 # -- checks ---------------------------------------------------------------------------------------
 
 
@@ -281,6 +302,7 @@ def verify(c: Context, json: bool = False, env: str | None = None) -> None:
 
 ns = Collection(
     "db",
+    init,
     upgrade,
     downgrade,
     current,
