@@ -15,6 +15,7 @@ from bench import (
     chain,
     current,
     export_upgrade,
+    job,
     noop_upgrade,
     scaling,
     startup,
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     results += scaling.measure(reps, counts=(2,) if args.quick else (1, 10, 100, 500))
     results += tunnel.measure(reps)
     results += chain.measure(reps)
+    results += job.measure(reps)
     results += backup_throughput.measure(min(reps, 3), scale=2 if args.quick else 40)
     table = "\n".join([HEADER, *(r.row() for r in results)])
     print(table)

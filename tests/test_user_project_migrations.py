@@ -80,6 +80,36 @@ def make_project(
         )
 
 
+def every_task(project: UserProject, inv: Callable[..., str]) -> None:
+    """upgrade (offline, then online), current, check, revision, downgrade, history, backup,
+    restore and verify, as a user runs them after changing a model; `inv(*argv, expect=0)`
+    runs one task and returns its output."""
+    assert "CREATE EXTENSION IF NOT EXISTS citext" in inv("db.upgrade", "--sql")
+    assert inv("db.current").strip() == ""  # offline: nothing was applied
+    inv("db.upgrade")
+    assert f"{HEAD} (head)" in inv("db.current")
+    inv("db.check")
+    models = project.backend / "app" / "models.py"
+    models.write_text(
+        models.read_text().replace(
+            "    email: str", "    is_active: bool = True\n    email: str", 1
+        )
+    )
+    inv("db.check", expect=1)
+    inv("db.revision", "add user.is_active")
+    (written,) = project.versions.glob("*add_user_is_active.py")
+    assert "server_default='true'" in written.read_text()
+    inv("db.upgrade")
+    inv("db.downgrade", "-1")
+    assert inv("db.current").strip() == HEAD
+    inv("db.upgrade")
+    assert HEAD in inv("db.history")
+    dump = inv("db.backup").strip().splitlines()[-1]
+    inv("db.restore", dump, "--yes")
+    inv("db.verify")
+    assert (project.root / "backups" / ".gitignore").read_text().endswith("*\n")
+
+
 @pytest.mark.parametrize("form", FORMS)
 def test_every_task_on_a_second_server(
     make_project: Callable[[str], tuple[UserProject, str]],
@@ -90,48 +120,27 @@ def test_every_task_on_a_second_server(
     project, decoy_db = make_project(form)
     staging(project, form, pg_server.url(database))
     outputs = []
+
+    def inv(*argv: str, expect: int = 0) -> str:
+        result = project.inv(*argv, "--env", "staging")
+        outputs.append(result.output)
+        assert result.code == expect, result.output
+        return result.stdout
+
     with ProcessWatcher(PASSWORD) as watcher:
-
-        def inv(*argv: str, expect: int = 0) -> str:
-            result = project.inv(*argv, "--env", "staging")
-            outputs.append(result.output)
-            assert result.code == expect, result.output
-            return result.stdout
-
-        assert "CREATE EXTENSION IF NOT EXISTS citext" in inv("db.upgrade", "--sql")
-        assert tables(pg_server, database) == set()  # offline: no database reached
-        inv("db.upgrade")
-        assert revision_of(pg_server, database) == HEAD
-        assert f"{HEAD} (head)" in inv("db.current")
-        inv("db.check")
-        models = project.backend / "app" / "models.py"
-        models.write_text(
-            models.read_text().replace(
-                "    email: str", "    is_active: bool = True\n    email: str", 1
-            )
-        )
-        inv("db.check", expect=1)
-        inv("db.revision", "add user.is_active")
-        (written,) = project.versions.glob("*add_user_is_active.py")
-        assert "server_default='true'" in written.read_text()
-        inv("db.upgrade")
-        inv("db.downgrade", "-1")
-        assert revision_of(pg_server, database) == HEAD
-        inv("db.upgrade")
-        assert HEAD in inv("db.history")
-        dump = inv("db.backup").strip().splitlines()[-1]
-        inv("db.restore", dump, "--yes")
-        inv("db.verify")
+        every_task(project, inv)
     assert watcher.leaks == []
     assert b"kubemigrate.alembic_child" in watcher.holders
     for output in outputs:
         assert PASSWORD not in output
+    assert revision_of(pg_server, database) != HEAD  # the new revision, on the target
     assert tables(pg_server, decoy_db) == set()  # the application's own database: untouched
-    assert (project.root / "backups" / ".gitignore").read_text().endswith("*\n")
 
 
 @pytest.mark.parametrize("form", FORMS)
-def test_on_the_embedded_server(user_project: Callable[..., UserProject], form: str) -> None:
+def test_every_task_on_the_embedded_server(
+    user_project: Callable[..., UserProject], form: str
+) -> None:
     project = user_project(form)  # the decoy: a host that does not resolve
     project.add_env(
         "",
@@ -139,16 +148,14 @@ def test_on_the_embedded_server(user_project: Callable[..., UserProject], form: 
         KUBEMIGRATE_DRIVER="postgresql+psycopg",
         **({"KUBEMIGRATE_EXPORT": PARTS} if form == "settings" else {}),
     )
+
+    def inv(*argv: str, expect: int = 0) -> str:
+        result = project.inv(*argv)
+        assert result.code == expect, result.output
+        return result.stdout
+
     try:
-        upgraded = project.inv("db.upgrade")
-        assert upgraded.code == 0, upgraded.output
-        assert "Running upgrade 0a1c17e5e002 -> 0a1c17e5e003" in upgraded.stderr
-        current = project.inv("db.current")
-        assert f"{HEAD} (head)" in current.stdout, current.output
-        assert project.inv("db.check").code == 0
-        down = project.inv("db.downgrade", "base")
-        assert down.code == 0, down.output
-        assert project.inv("db.current").stdout.strip() == ""
+        every_task(project, inv)
         assert (project.root / ".kubemigrate" / ".gitignore").is_file()
     finally:
         project.inv("dev.db", "--stop")

@@ -122,12 +122,15 @@ def run(
     timeout: float | None = None,
     preexec: Callable[[], None] | None = None,
     new_session: bool = False,
+    input: bytes | None = None,
 ) -> Finished:
-    """Run a short program to its end; its exit code, output and stderr's tail."""
+    """Run a short program to its end (`input` on its standard input); its exit code, output
+    and stderr's tail."""
     errors = Tail()
     process = _spawn(
         program,
         args,
+        _in=input,
         _env=env,
         _cwd=cwd,
         _timeout=timeout,
@@ -237,6 +240,16 @@ def stop(process: sh.RunningCommand, grace: float = STOP_TIMEOUT) -> None:
         with suppress(OSError):
             process.kill()
         exited(process, grace)
+
+
+def stop_all(processes: list[sh.RunningCommand], grace: float = STOP_TIMEOUT) -> None:
+    """`stop` for several children: all are sent SIGTERM at once, then awaited."""
+    alive = [process for process in processes if process.is_alive()]
+    for process in alive:
+        with suppress(OSError):
+            process.terminate()
+    for process in alive:
+        stop(process, grace)
 
 
 def exited(process: sh.RunningCommand, within: float) -> bool:

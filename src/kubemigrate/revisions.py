@@ -36,6 +36,11 @@ class Graph:
     def children(self, revision: str) -> list[str]:
         return [child for child, parents in self.parents.items() if revision in parents]
 
+    def heads(self) -> list[str]:
+        """The revisions no other follows."""
+        followed = {parent for parents in self.parents.values() for parent in parents}
+        return sorted(revision for revision in self.parents if revision not in followed)
+
     def describe(self, revision: str) -> str:
         """The line `alembic current` prints for `revision` (without --verbose)."""
         children = self.children(revision)

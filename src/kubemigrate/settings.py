@@ -98,6 +98,25 @@ def _exports(value: str) -> tuple[tuple[str, str], ...]:
     return parse_exports(value)
 
 
+def _runner(value: str) -> str:
+    if value not in ("local", "job"):
+        raise ValueError("use local or job")
+    return value
+
+
+def _words(value: str) -> tuple[str, ...]:
+    import shlex
+
+    words = tuple(shlex.split(value))
+    if not words:
+        raise ValueError("name a command, e.g. python -m kubemigrate")
+    return words
+
+
+def _optional_port(value: str) -> int | None:
+    return _port(value) if value.strip() else None
+
+
 def _target(value: str) -> str:
     """One of TARGETS."""
     if value not in TARGETS:
@@ -366,6 +385,51 @@ class Settings:
         "prefer-identity,prefer-text-field,prefer-timestamptz",
         _names,
         "squawk rules `db.lint` leaves out (style rather than safety).",
+    )
+    runner: str = setting(
+        "KUBEMIGRATE_RUNNER",
+        "local",
+        _runner,
+        "Where upgrade, downgrade and stamp run: local (this machine) or job (a Kubernetes Job "
+        "from the release's image, as --in-cluster does).",
+    )
+    job_image: str | None = setting(
+        "KUBEMIGRATE_JOB_IMAGE",
+        "",
+        _optional,
+        "Image of the migration Job; empty: the first container's of the first Deployment in "
+        "KUBEMIGRATE_DEPLOYMENTS, as the manifests render.",
+    )
+    job_command: tuple[str, ...] = setting(
+        "KUBEMIGRATE_JOB_COMMAND",
+        "python -m kubemigrate",
+        _words,
+        "How the image runs kubemigrate; the Job appends the command (upgrade REV...).",
+    )
+    job_deadline: float = setting(
+        "KUBEMIGRATE_JOB_DEADLINE",
+        "3600",
+        _seconds,
+        "activeDeadlineSeconds of the migration Job; the task waits 120 s longer.",
+    )
+    job_ttl: float = setting(
+        "KUBEMIGRATE_JOB_TTL",
+        "86400",
+        _seconds,
+        "ttlSecondsAfterFinished of the migration Job (a failed one is kept this long).",
+    )
+    job_db_host: str | None = setting(
+        "KUBEMIGRATE_JOB_DB_HOST",
+        "",
+        _optional,
+        "Database host as the Job sees it; empty: SERVICE.NAMESPACE.svc (bundled), the "
+        "Secret's host (external).",
+    )
+    job_db_port: int | None = setting(
+        "KUBEMIGRATE_JOB_DB_PORT",
+        "",
+        _optional_port,
+        "Database port as the Job sees it; empty: KUBEMIGRATE_DB_REMOTE_PORT.",
     )
     tunnel_timeout: float = setting(
         "KUBEMIGRATE_TUNNEL_TIMEOUT",

@@ -52,14 +52,38 @@ def backup(settings: Settings, *, output: str | None = None, migrating: bool = F
     return path
 
 
-def migrate(settings: Settings, revision: str = "head", *, force: bool = False) -> None:
-    """Upgrade the database to `revision`; `force` skips a protected environment's gate."""
+def migrate(
+    settings: Settings, revision: str = "head", *, force: bool = False, in_cluster: bool = False
+) -> None:
+    """Upgrade the database to `revision`; `force` skips a protected environment's gate;
+    `in_cluster` (or KUBEMIGRATE_RUNNER=job) runs it as a Kubernetes Job."""
     from kubemigrate import migrations
 
     if not force:
         require_safe_migrations(settings)
-    migrations.upgrade(settings, revision)
+    if in_cluster or settings.runner == "job":
+        run_in_cluster(settings, "upgrade", revision)
+    else:
+        migrations.upgrade(settings, revision)
     journal.record("upgrade")
+
+
+def run_in_cluster(settings: Settings, command: str, revision: str) -> None:
+    """`python -m kubemigrate COMMAND REVISION` as a Job from the release's image."""
+    from kubemigrate import jobs
+
+    jobs.run(settings, [command, "--", revision], revision=_resolved(settings, revision))
+
+
+def _resolved(settings: Settings, revision: str) -> str:
+    """`head` as the revision id it names today (for the Job's label), else `revision`."""
+    from kubemigrate import revisions
+
+    if revision != "head":
+        return revision
+    graph = revisions.read(settings.path(settings.alembic_ini))
+    heads = graph.heads() if graph is not None else []
+    return heads[0] if len(heads) == 1 else revision
 
 
 def verify(settings: Settings, *, as_json: bool = False) -> None:

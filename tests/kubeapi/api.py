@@ -18,6 +18,16 @@ WebSocket support.
 A pod's containers are played by local processes: a port-forward reaches the address given
 in `port_targets`; an exec runs the command locally with the container's environment.
 kubectl keeps a discovery cache: give each test its own (`KUBECACHEDIR` or `--cache-dir`).
+
+`batch/v1` Jobs (jobs.py): a new Job gets its Pod, whose containers run as local processes as
+a kubelet would run them; the Job's status and conditions follow (`backoffLimit`,
+`activeDeadlineSeconds`, `ttlSecondsAfterFinished` too), every change reaching watchers.
+`pods/NAME/log` serves the process's output (`follow`, `container`, `tailLines`, `timestamps`);
+before the container starts it answers the kubelet's `... is waiting to start: REASON`.
+Deleting a Job deletes its pods (unless `Orphan`); a deleted pod's processes get SIGTERM, then
+SIGKILL after its grace period, and the pod goes once they have ended. Settings: `start_delay`,
+`base_env`, `unpullable_images`, `entrypoints`, `kill_grace`; hooks: `oom_kill`, `pid`,
+`job_pods`. Leaving the `with` kills every process still running.
 """
 
 from __future__ import annotations
@@ -29,7 +39,9 @@ import copy
 import itertools
 import json
 import os
+import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +51,17 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import h11
 
+from tests.kubeapi.jobs import (
+    BACKOFF,
+    COMPLETE,
+    DEADLINE,
+    PodRun,
+    condition,
+    finished,
+    job_pod,
+    prepare_job,
+    timestamp,
+)
 from tests.kubeapi.streams import EXEC_PROTOCOLS, serve_exec, serve_portforward
 
 
@@ -68,8 +91,10 @@ RESOURCES = (
     Resource("", "v1", "configmaps", "ConfigMap", True, ("cm",)),
     Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",)),
     Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True),
+    Resource("batch", "v1", "jobs", "Job", True),
 )
 BY_PLURAL = {r.plural: r for r in RESOURCES}
+LOG_PATH = re.compile(r"/api/v1/namespaces/[^/]+/pods/[^/]+/log/?")
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
 # Strategic merge: lists merged by these keys; other lists are replaced.
 MERGE_KEYS = {
@@ -115,6 +140,22 @@ def not_found(plural: str, name: str) -> ApiError:
     return ApiError(404, "NotFound", f'{plural} "{name}" not found', {"name": name, "kind": plural})
 
 
+def invalid(kind: str, group: str, name: str, problems: list[tuple[str, str]]) -> ApiError:
+    """A 422 as validation answers it; kubectl prints `The KIND "NAME" is invalid: FIELD: ...`."""
+    causes = [
+        {"reason": "FieldValueInvalid", "message": message, "field": field}
+        for field, message in problems
+    ]
+    summary = ", ".join(f"{field}: {message}" for field, message in problems)
+    what = f"{kind}.{group}" if group else kind
+    return ApiError(
+        422,
+        "Invalid",
+        f'{what} "{name}" is invalid: {summary}',
+        {"name": name, "group": group, "kind": kind, "causes": causes},
+    )
+
+
 class KubeAPIServer:
     """The server, running on its own event loop in a background thread while in a `with`."""
 
@@ -127,6 +168,16 @@ class KubeAPIServer:
         # kubectl sends no bearer token over plain HTTP: requests without one are let in, a
         # wrong one is refused, and this switch refuses everyone (expired credentials).
         self.refuse_credentials = False
+        # The kubelet of Job pods (see jobs.py and the module docstring).
+        self.start_delay = 0.3
+        self.base_env: dict[str, str] = {}
+        self.unpullable_images: set[str] = set()
+        self.entrypoints: dict[str, list[str]] = {}
+        self.kill_grace = 2.0
+        self._runs: dict[tuple[str, str], PodRun] = {}
+        self._counted: set[str] = set()  # uids of pods whose ending a Job has counted
+        self._expired: set[str] = set()  # uids of Jobs past their activeDeadlineSeconds
+        self._stopping = False
         self._objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._targets: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}
         self._forbidden: set[tuple[str, str, str]] = set()
@@ -175,6 +226,7 @@ class KubeAPIServer:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._stop_runs()
             await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
@@ -246,6 +298,18 @@ class KubeAPIServer:
                 "type": type,
                 "metadata": {"name": name, "namespace": namespace},
                 "data": data,
+            },
+        )
+
+    def add_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        self._put(
+            "configmaps",
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace},
+                "data": dict(data),
             },
         )
 
@@ -347,6 +411,33 @@ class KubeAPIServer:
     def get_object(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         return self._objects.get((plural, "" if plural == "namespaces" else namespace, name))
 
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """Copies of the pods the Job `job` owns, oldest first."""
+        with self._lock:
+            found = self._objects.get(("jobs", namespace, job))
+            return copy.deepcopy(self._owned_pods(found) if found else [])
+
+    def pid(self, namespace: str, pod: str, container: str = "") -> int | None:
+        """The process id a Job pod's container ran as (None before it started)."""
+        run = self._runs.get((namespace, pod))
+        found = run and (run.container(container) if container else run.containers[0])
+        return found.pid if found else None
+
+    def oom_kill(self, namespace: str, pod: str, container: str = "") -> None:
+        """Kill a running container's process as the OOM killer would: SIGKILL, and the container
+        is reported terminated `OOMKilled`, exit code 137."""
+        run = self._runs.get((namespace, pod))
+        found = run and (run.container(container) if container else run.containers[0])
+        if not found:
+            raise KeyError(f"no container {container!r} runs in pod {namespace}/{pod}")
+        loop = self._loop
+        assert loop is not None
+
+        async def kill() -> None:
+            found.oom_kill()
+
+        asyncio.run_coroutine_threadsafe(kill(), loop).result(10)
+
     def complete_rollout(self, namespace: str, name: str) -> None:
         with self._lock:
             deployment = self._objects.get(("deployments", namespace, name))
@@ -403,10 +494,14 @@ class KubeAPIServer:
                 obj["metadata"].pop("namespace")
             if plural == "deployments":
                 obj["status"] = {"observedGeneration": 0, "replicas": 0, "updatedReplicas": 0}
+            if plural == "jobs" and (problems := prepare_job(obj)):
+                raise invalid("Job", "batch", name, problems)
             self._put(plural, namespace, obj)
             if plural == "deployments":
                 self._schedule_rollout(namespace, name)
-            return obj
+            if plural == "jobs":
+                self._start_job(obj)
+            return copy.deepcopy(obj)
 
     def _patch(
         self, plural: str, namespace: str, name: str, patch: dict[str, Any]
@@ -416,6 +511,9 @@ class KubeAPIServer:
             if current is None:
                 raise not_found(plural, name)
             merged = strategic_merge(copy.deepcopy(current), patch)
+            if plural == "jobs" and merged["spec"].get("template") != current["spec"]["template"]:
+                immutable = "Invalid value: core.PodTemplateSpec{...}: field is immutable"
+                raise invalid("Job", "batch", name, [("spec.template", immutable)])
             if plural == "deployments" and merged.get("spec") != current.get("spec"):
                 merged["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1
                 self._objects[(plural, namespace, name)] = merged
@@ -431,6 +529,288 @@ class KubeAPIServer:
             self._loop.call_soon_threadsafe(
                 self._loop.call_later, 0.2, self.complete_rollout, namespace, name
             )
+
+    # -- the Job controller and the kubelet ------------------------------------------------------
+
+    def lookup(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A copy of a stored object (for the kubelet: Secrets and ConfigMaps)."""
+        with self._lock:
+            obj = self._objects.get((plural, namespace, name))
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def _later(self, delay: float, callback: Any, *args: Any) -> None:
+        """callback(*args) on the server's loop after `delay` seconds (from any thread)."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.call_later, delay, callback, *args)
+
+    def _start_job(self, job: dict[str, Any]) -> None:
+        """A new Job: its start time, its deadline, its first pod."""
+        meta = job["metadata"]
+        job["status"] = {"startTime": timestamp()}
+        deadline = job["spec"].get("activeDeadlineSeconds")
+        if deadline is not None:
+            self._later(float(deadline), self._expire, meta["namespace"], meta["name"], meta["uid"])
+        self._sync_job(meta["namespace"], meta["name"])
+
+    def _expire(self, namespace: str, name: str, uid: str) -> None:
+        """activeDeadlineSeconds have passed since the Job started."""
+        with self._lock:
+            job = self._objects.get(("jobs", namespace, name))
+            if job is not None and job["metadata"]["uid"] == uid:
+                self._expired.add(uid)
+                self._sync_job(namespace, name)
+
+    def _sync_job(self, namespace: str, name: str) -> None:
+        """The Job controller: count the pods that ended, decide the outcome, delete the pods
+        still running once it is decided, start a pod when one is due; then write the status."""
+        with self._lock:
+            job = self._objects.get(("jobs", namespace, name))
+            if job is None or finished(job) or job["metadata"].get("deletionTimestamp"):
+                return
+            spec, status = job["spec"], copy.deepcopy(job["status"])
+            pods = self._owned_pods(job)
+            for pod in pods:
+                phase, uid = pod["status"].get("phase"), pod["metadata"]["uid"]
+                if phase in ("Succeeded", "Failed") and uid not in self._counted:
+                    self._counted.add(uid)
+                    key = "succeeded" if phase == "Succeeded" else "failed"
+                    status[key] = status.get(key, 0) + 1
+            live = [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")]
+            conditions = status.setdefault("conditions", [])
+            decided = ("SuccessCriteriaMet", "FailureTarget")
+            target = next((c for c in conditions if c["type"] in decided), None)
+            if target is None:
+                if status.get("succeeded", 0) >= spec.get("completions", 1):
+                    target = condition("SuccessCriteriaMet", *COMPLETE)
+                elif status.get("failed", 0) > spec.get("backoffLimit", 6):
+                    target = condition("FailureTarget", *BACKOFF)
+                elif job["metadata"]["uid"] in self._expired:
+                    target = condition("FailureTarget", *DEADLINE)
+                if target is not None:
+                    conditions.append(target)
+            if target is not None:
+                for pod in live:
+                    self._delete_pod(pod, self._grace(pod, {}))
+                if not live:
+                    self._finish_job(job, status, target)
+            elif not live and not self._stopping:
+                live = [self._new_pod(job)]
+            active = [p for p in live if not p["metadata"].get("deletionTimestamp")]
+            status.pop("active", None)
+            if active:
+                status["active"] = len(active)
+            status["ready"] = sum(1 for p in active if _pod_ready(p))
+            status["terminating"] = len(live) - len(active)
+            status["uncountedTerminatedPods"] = {}
+            if not conditions:
+                del status["conditions"]
+            if status != job["status"]:
+                job["status"] = status
+                self._touch("jobs", job, "MODIFIED")
+
+    def _finish_job(
+        self, job: dict[str, Any], status: dict[str, Any], target: dict[str, Any]
+    ) -> None:
+        """The final condition once no pod runs: Complete (with completionTime) or Failed."""
+        final = "Complete" if target["type"] == "SuccessCriteriaMet" else "Failed"
+        status["conditions"].append(condition(final, target["reason"], target["message"]))
+        if final == "Complete":
+            status["completionTime"] = timestamp()
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        if ttl is not None:
+            meta = job["metadata"]
+            self._later(float(ttl), self._ttl_expired, meta["namespace"], meta["name"], meta["uid"])
+
+    def _ttl_expired(self, namespace: str, name: str, uid: str) -> None:
+        """The TTL-after-finished controller: a finished Job goes, and its pods with it."""
+        with self._lock:
+            job = self._objects.get(("jobs", namespace, name))
+            if job is not None and job["metadata"]["uid"] == uid:
+                self._delete_job(job, "Background")
+
+    def _owned_pods(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The pods (stored objects) whose controller is `job`, oldest first."""
+        uid = job["metadata"]["uid"]
+        return [
+            pod
+            for (plural, ns, _), pod in self._objects.items()
+            if plural == "pods"
+            and ns == job["metadata"]["namespace"]
+            and any(o.get("uid") == uid for o in pod["metadata"].get("ownerReferences", []))
+        ]
+
+    def _new_pod(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The Job controller creates a pod; the kubelet starts it on the loop."""
+        namespace = job["metadata"]["namespace"]
+        taken = {n for (p, ns, n) in self._objects if p == "pods" and ns == namespace}
+        pod = job_pod(job, taken)
+        self._put("pods", namespace, pod)
+        self._later(0, self._start_run, namespace, pod["metadata"]["name"])
+        return pod
+
+    def _start_run(self, namespace: str, name: str) -> None:
+        """The kubelet takes a new pod (on the loop)."""
+        with self._lock:
+            pod = self._objects.get(("pods", namespace, name))
+            if pod is None or self._stopping:
+                return
+            run = PodRun(self, pod)
+            self._runs[(namespace, name)] = run
+        run.start()
+
+    def pod_changed(self, run: PodRun) -> None:
+        """The kubelet's report on a pod (on the loop); then its Job's controller looks, and a
+        deleted pod whose processes all ended goes."""
+        with self._lock:
+            pod = self._objects.get(("pods", run.namespace, run.name))
+            if pod is None or pod["metadata"]["uid"] != run.uid:
+                return
+            status = run.status()
+            if status != pod["status"]:
+                pod["status"] = status
+                self._touch("pods", pod, "MODIFIED")
+            if owner := _owner(pod):
+                self._sync_job(run.namespace, owner)
+            if run.finished and pod["metadata"].get("deletionTimestamp"):
+                self._remove_pod(run.namespace, run.name)
+
+    def _delete(
+        self, plural: str, namespace: str, name: str, options: dict[str, Any]
+    ) -> dict[str, Any]:
+        """DELETE of a pod (graceful) or a Job (its pods as `propagationPolicy` says; the API's
+        default for Jobs is Orphan, kubectl sends Background)."""
+        with self._lock:
+            obj = self._objects.get((plural, namespace, name))
+            if obj is None:
+                raise not_found(plural, name)
+            if plural == "pods":
+                return self._delete_pod(obj, self._grace(obj, options))
+            return self._delete_job(obj, options.get("propagationPolicy") or "Orphan")
+
+    def _grace(self, pod: dict[str, Any], options: dict[str, Any]) -> float:
+        """Seconds between SIGTERM and SIGKILL: the request's, the pod's, else `kill_grace`."""
+        for value in (
+            options.get("gracePeriodSeconds"),
+            pod["spec"].get("terminationGracePeriodSeconds"),
+        ):
+            if value is not None:
+                return float(value)
+        return self.kill_grace
+
+    def _delete_pod(self, pod: dict[str, Any], grace: float) -> dict[str, Any]:
+        """Graceful deletion: the pod is marked, its processes are stopped, then it goes."""
+        namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        run = self._runs.get((namespace, name))
+        if run is None or run.finished or run.uid != pod["metadata"]["uid"]:
+            self._remove_pod(namespace, name)
+            return copy.deepcopy(pod)
+        meta = pod["metadata"]
+        if not meta.get("deletionTimestamp"):
+            meta["deletionTimestamp"] = timestamp(time.time() + grace)
+            meta["deletionGracePeriodSeconds"] = int(grace)
+            self._touch("pods", pod, "MODIFIED")
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(run.stop, grace)
+        return copy.deepcopy(pod)
+
+    def _remove_pod(self, namespace: str, name: str) -> None:
+        pod = self._objects.pop(("pods", namespace, name), None)
+        if pod is None:
+            return
+        self._touch("pods", pod, "DELETED")
+        if owner := _owner(pod):
+            self._later(0, self._pod_gone, namespace, owner)
+
+    def _pod_gone(self, namespace: str, job_name: str) -> None:
+        """A Job's pod has gone: a Job deleted in the foreground goes when its last pod has."""
+        with self._lock:
+            job = self._objects.get(("jobs", namespace, job_name))
+            if job is None:
+                return
+            if not job["metadata"].get("deletionTimestamp"):
+                self._sync_job(namespace, job_name)
+            elif not self._owned_pods(job):
+                del self._objects[("jobs", namespace, job_name)]
+                self._touch("jobs", job, "DELETED")
+
+    def _delete_job(self, job: dict[str, Any], policy: str) -> dict[str, Any]:
+        """Delete a Job: Orphan leaves its pods, Foreground deletes them and then the Job,
+        Background deletes the Job and then them."""
+        meta = job["metadata"]
+        pods = self._owned_pods(job)
+        if policy == "Foreground" and pods:
+            meta["deletionTimestamp"] = timestamp()
+            meta["finalizers"] = ["foregroundDeletion"]
+            self._touch("jobs", job, "MODIFIED")
+        else:
+            del self._objects[("jobs", meta["namespace"], meta["name"])]
+            self._touch("jobs", job, "DELETED")
+        for pod in pods:
+            if policy == "Orphan":
+                pod["metadata"].pop("ownerReferences", None)
+                self._touch("pods", pod, "MODIFIED")
+            else:
+                self._delete_pod(pod, self._grace(pod, {}))
+        return copy.deepcopy(job)
+
+    async def _stop_runs(self) -> None:
+        """Kill every process still running and wait until their runs have ended."""
+        with self._lock:
+            self._stopping = True
+            runs = list(self._runs.values())
+        for run in runs:
+            run.stop(0)
+        tasks = [run.task for run in runs if run.task is not None and not run.task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
+
+    async def _logs(
+        self, conn: h11.Connection, writer: asyncio.StreamWriter, path: str, query: dict[str, str]
+    ) -> None:
+        """GET pods/NAME/log: the container's stdout and stderr lines as they came; with
+        `follow`, new ones as they come, until the container ends."""
+        _, namespace, name, _ = _parse(path)
+        key = (namespace or "", name or "")
+        with self._lock:
+            pod = self._objects.get(("pods", *key))
+            if pod is None:
+                raise not_found("pods", key[1])
+            names = [c["name"] for c in pod["spec"]["containers"]]
+            if not query.get("container") and len(names) > 1:
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"a container name must be specified for pod {key[1]}, "
+                    f"choose one of: [{' '.join(names)}]",
+                )
+            container = self._container(pod, query.get("container", ""))["name"]
+            statuses = pod["status"].get("containerStatuses", [])
+            status: dict[str, Any] = next((s for s in statuses if s["name"] == container), {})
+            run = self._runs.get(key)
+            source = run.container(container) if run and run.uid == pod["metadata"]["uid"] else None
+        problem = _log_refusal(container, key[1], status, query.get("previous") == "true")
+        if problem:
+            raise ApiError(400, "BadRequest", problem)
+        response = h11.Response(
+            status_code=200,
+            headers=[("content-type", "text/plain"), ("transfer-encoding", "chunked")],
+        )
+        writer.write(conn.send(response))
+        follow, stamps = query.get("follow") == "true", query.get("timestamps") == "true"
+        tail = int(query["tailLines"]) if query.get("tailLines", "").isdigit() else None
+        if source is not None:
+            async for batch in source.read(follow, tail):
+                data = b"".join(
+                    (f"{timestamp(at, nano=True)} ".encode() if stamps else b"") + line
+                    for at, line in batch
+                )
+                writer.write(conn.send(h11.Data(data=data)))
+                await writer.drain()
+        writer.write(conn.send(h11.EndOfMessage()))
+        await writer.drain()
 
     def _list(
         self, plural: str, namespace: str | None, query: dict[str, str]
@@ -548,6 +928,9 @@ class KubeAPIServer:
                 if upgrade.startswith("spdy/3.1"):
                     await self._upgrade(conn, writer, reader, path, queries, headers)
                     return True
+            if method == "GET" and LOG_PATH.fullmatch(path):
+                await self._logs(conn, writer, path, query)
+                return True
             if query.get("watch") in ("true", "1"):
                 await self._watch(conn, writer, path, query)
                 return True
@@ -602,6 +985,9 @@ class KubeAPIServer:
         if method == "PATCH" and name:
             return 200, self._patch(resource.plural, ns, name, json.loads(body))
         if method == "DELETE" and name:
+            options = {**query, **(json.loads(body) if body else {})}
+            if resource.plural in ("jobs", "pods"):
+                return 200, self._delete(resource.plural, ns, name, options)
             with self._lock:
                 obj = self._objects.pop((resource.plural, ns, name), None)
             if obj is None:
@@ -665,9 +1051,10 @@ class KubeAPIServer:
                 }
             )
             if r.plural == "pods":
-                for sub, kind in (
-                    ("portforward", "PodPortForwardOptions"),
-                    ("exec", "PodExecOptions"),
+                for sub, kind, verbs in (
+                    ("portforward", "PodPortForwardOptions", ["create", "get"]),
+                    ("exec", "PodExecOptions", ["create", "get"]),
+                    ("log", "Pod", ["get"]),
                 ):
                     resources.append(
                         {
@@ -675,7 +1062,7 @@ class KubeAPIServer:
                             "singularName": "",
                             "namespaced": True,
                             "kind": kind,
-                            "verbs": ["create", "get"],
+                            "verbs": verbs,
                         }
                     )
         return {
@@ -901,6 +1288,34 @@ def _parse(path: str) -> tuple[Resource, str | None, str | None, str | None]:
 def _pod_ready(pod: dict[str, Any]) -> bool:
     conditions = pod.get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def _owner(pod: dict[str, Any]) -> str | None:
+    """The name of the Job that controls the pod, if one does."""
+    for ref in pod["metadata"].get("ownerReferences", []):
+        if ref.get("kind") == "Job" and ref.get("controller"):
+            return str(ref["name"])
+    return None
+
+
+def _log_refusal(container: str, pod: str, status: dict[str, Any], previous: bool) -> str | None:
+    """Why the kubelet will not serve the container's log, if it will not."""
+    state = status.get("state", {})
+    what = f'container "{container}" in pod "{pod}"'
+    if previous:
+        return f"previous terminated {what} not found"
+    if "running" in state:
+        return None
+    if "terminated" in state:
+        return None if status.get("containerID") else f"{what} is terminated"
+    reason = state.get("waiting", {}).get("reason")
+    if reason is None:
+        return f"{what} is waiting to start - no logs yet"
+    messages = {
+        "ErrImagePull": "image can't be pulled",
+        "ImagePullBackOff": "trying and failing to pull image",
+    }
+    return f"{what} is waiting to start: {messages.get(reason, reason)}"
 
 
 def _selector(text: str) -> dict[str, str]:

@@ -27,12 +27,19 @@ YES_HELP = "Do not ask for confirmation on a protected environment (for pipeline
 # -- migrations -----------------------------------------------------------------------------------
 
 
+IN_CLUSTER_HELP = (
+    "Run it in the cluster, as a Kubernetes Job from the release's image (as "
+    "KUBEMIGRATE_RUNNER=job does)."
+)
+
+
 @task(
     aliases=["migrate"],
     help={
         "revision": "Revision to upgrade to (default: head).",
         "sql": SQL_HELP,
         "force": "On a protected environment, run migrations that db.lint flags.",
+        "in_cluster": IN_CLUSTER_HELP,
         "env": ENV_HELP,
     },
 )
@@ -42,6 +49,7 @@ def upgrade(
     revision: str = "head",
     sql: bool = False,
     force: bool = False,
+    in_cluster: bool = False,
     env: str | None = None,
 ) -> None:
     """Upgrade the database to head (or to --revision)."""
@@ -51,7 +59,7 @@ def upgrade(
     if sql:
         migrations.upgrade(settings, revision, sql=True)
     else:
-        steps.migrate(settings, revision, force=force)
+        steps.migrate(settings, revision, force=force, in_cluster=in_cluster)
 
 
 @task(
@@ -59,20 +67,29 @@ def upgrade(
         "revision": "-1 (one step back), a revision id, or base; with --sql a FROM:TO range.",
         "sql": SQL_HELP,
         "yes": YES_HELP,
+        "in_cluster": IN_CLUSTER_HELP,
         "env": ENV_HELP,
     }
 )
 @reports_errors
 def downgrade(
-    c: Context, revision: str, sql: bool = False, yes: bool = False, env: str | None = None
+    c: Context,
+    revision: str,
+    sql: bool = False,
+    yes: bool = False,
+    in_cluster: bool = False,
+    env: str | None = None,
 ) -> None:
     """Downgrade the database to REVISION."""
-    from kubemigrate import migrations
+    from kubemigrate import migrations, steps
 
     settings = load(env)
     if not sql:
         confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
-    migrations.downgrade(settings, revision, sql=sql)
+    if not sql and (in_cluster or settings.runner == "job"):
+        steps.run_in_cluster(settings, "downgrade", revision)
+    else:
+        migrations.downgrade(settings, revision, sql=sql)
 
 
 @task(help={"verbose": "Show each revision in full.", "env": ENV_HELP})
@@ -155,18 +172,34 @@ def merge(
         print(f"Wrote {path}.")
 
 
-@task(help={"revision": "Revision to record.", "sql": SQL_HELP, "yes": YES_HELP, "env": ENV_HELP})
+@task(
+    help={
+        "revision": "Revision to record.",
+        "sql": SQL_HELP,
+        "yes": YES_HELP,
+        "in_cluster": IN_CLUSTER_HELP,
+        "env": ENV_HELP,
+    }
+)
 @reports_errors
 def stamp(
-    c: Context, revision: str, sql: bool = False, yes: bool = False, env: str | None = None
+    c: Context,
+    revision: str,
+    sql: bool = False,
+    yes: bool = False,
+    in_cluster: bool = False,
+    env: str | None = None,
 ) -> None:
     """Record REVISION as current without running migrations."""
-    from kubemigrate import migrations
+    from kubemigrate import migrations, steps
 
     settings = load(env)
     if not sql:
         confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
-    migrations.stamp(settings, revision, sql=sql)
+    if not sql and (in_cluster or settings.runner == "job"):
+        steps.run_in_cluster(settings, "stamp", revision)
+    else:
+        migrations.stamp(settings, revision, sql=sql)
 
 
 @task(help={"env": ENV_HELP})
@@ -288,6 +321,72 @@ def init(c: Context, models: str = "app.models", directory: str = "migrations") 
     print('next: inv db.revision "first tables" && inv db.upgrade', file=sys.stderr)
 
 
+# -- migration Jobs -------------------------------------------------------------------------------
+
+
+@task(name="jobs", help={"env": ENV_HELP})
+@reports_errors
+def list_jobs(c: Context, env: str | None = None) -> None:
+    """List kubemigrate's migration Jobs with state, revision and age."""
+    from kubemigrate import jobs
+    from kubemigrate.kube import Kubectl
+
+    kubectl = Kubectl.from_settings(load(env))
+    rows = [("NAME", "STATE", "REVISION", "AGE"), *map(jobs.describe, jobs.listed(kubectl))]
+    if len(rows) == 1:
+        print(f"No migration Jobs in {kubectl.where}.", file=sys.stderr)
+        return
+    width = [max(len(row[i]) for row in rows) for i in range(3)]
+    for name, state, rev, age in rows:
+        print(f"{name:<{width[0]}}  {state:<{width[1]}}  {rev:<{width[2]}}  {age}")
+
+
+@task(
+    help={
+        "name": "The Job, as `inv db.jobs` lists it.",
+        "follow": "Stream its log and wait for its end, as the migration task does.",
+        "cancel": "Delete it: PostgreSQL rolls the migration in progress back.",
+        "env": ENV_HELP,
+    }
+)
+@reports_errors
+def job(
+    c: Context, name: str, follow: bool = False, cancel: bool = False, env: str | None = None
+) -> None:
+    """Follow (--follow) or cancel (--cancel) a migration Job."""
+    from kubemigrate import jobs
+    from kubemigrate.kube import Kubectl
+
+    settings = load(env)
+    kubectl = Kubectl.from_settings(settings)
+    run_id = jobs.run_id_of(kubectl, name)
+    if cancel:
+        stopped = jobs.cancel(kubectl, name, run_id)
+        state = "its pod has stopped" if stopped else "its pod is still stopping"
+        rolled = "PostgreSQL rolls back what it had not committed"
+        print(f"Deleted the migration Job {name} ({state}); {rolled}.")
+    elif follow:
+        jobs.follow(settings, kubectl, name, run_id)
+    else:
+        print(jobs.describe(kubectl.get("job", name))[1])
+
+
+@task(
+    name="job-manifest",
+    help={
+        "revision": "Revision to upgrade to (default: head).",
+        "env": ENV_HELP,
+    },
+)
+@reports_errors
+def job_manifest(c: Context, revision: str = "head", env: str | None = None) -> None:
+    """Print the migration Job's YAML (for Helm or Argo CD hooks); needs no cluster."""
+    from kubemigrate import jobs
+
+    settings = load(env)
+    print(jobs.to_yaml(jobs.manifest(settings, ["upgrade", "--", revision], revision=revision)))
+
+
 # -- checks ---------------------------------------------------------------------------------------
 
 
@@ -318,4 +417,7 @@ ns = Collection(
     restore,
     list_backups,
     verify,
+    list_jobs,
+    job,
+    job_manifest,
 )
