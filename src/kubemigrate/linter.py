@@ -58,13 +58,18 @@ def pending_sql(settings: Settings, start: str | None) -> str:
     return prelude + out.getvalue()
 
 
-def lint(settings: Settings, start: str | None) -> list[Finding]:
-    """squawk's findings on the migrations after `start`, style rules excluded."""
+def lint(settings: Settings, start: str | None, server_major: int = 0) -> list[Finding]:
+    """squawk's findings on the migrations after `start`, style rules excluded; with the
+    target's `server_major` version (0: squawk's default)."""
     sql = pending_sql(settings, start)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "pending.sql"
         path.write_text(sql)
-        args = ["--reporter", "gcc", "--pg-version", "16"]
+        args = [
+            "--reporter",
+            "gcc",
+            *(["--pg-version", f"{server_major}.0"] if server_major else []),
+        ]
         if settings.lint_exclude:
             args += ["--exclude", ",".join(settings.lint_exclude)]
         result = children.run(children.command(squawk()), *args, str(path), timeout=120)

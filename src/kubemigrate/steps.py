@@ -28,7 +28,12 @@ def require_safe_migrations(settings: Settings) -> None:
 
     if not settings.protected or settings.environment in journal.linted:
         return
-    findings = linter.lint(settings, migrations.database_revision(settings))
+    from kubemigrate import plan as planning
+
+    print(planning.as_text(planning.plan(settings)), file=sys.stderr)
+    from kubemigrate.target import server_major
+
+    findings = linter.lint(settings, migrations.database_revision(settings), server_major(settings))
     for finding in findings:
         print(f"lint: {finding}", file=sys.stderr)
     if findings:
@@ -147,8 +152,14 @@ def plan(settings: Settings) -> str:
     if known.revision == head:
         lines.append("   no pending migrations")
     else:
-        upgrade_sql(settings, None if known.revision == "base" else known.revision, sql)
-        lines += ["   " + line for line in sql.getvalue().rstrip().splitlines()]
+        try:
+            upgrade_sql(settings, None if known.revision == "base" else known.revision, sql)
+            lines += ["   " + line for line in sql.getvalue().rstrip().splitlines()]
+        except Exception:  # a data migration reading the database cannot render offline
+            lines.append("   (not all of it renders offline: the plan below says which revision)")
+    from kubemigrate import plan as planning
+
+    lines += ["   " + line for line in planning.as_text(planning.plan(settings)).splitlines()]
     lines.append(
         "3. verify: reachable, single head, at head, models match"
         + (", pod ready" if settings.target == "k8s" else "")

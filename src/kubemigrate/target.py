@@ -106,6 +106,12 @@ def close_session() -> None:
         current.close()
 
 
+def server_major(settings: Settings) -> int:
+    """The major version of the settings' database server (18 for 18.1)."""
+    with connect_plainly(database(settings)) as connection:
+        return int(connection.server_version) // 10000
+
+
 def known_passwords() -> list[str]:
     """The passwords of the databases this process resolved: never to be shown."""
     if _session is None:

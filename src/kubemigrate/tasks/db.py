@@ -225,7 +225,9 @@ def lint(c: Context, from_base: bool = False, env: str | None = None) -> None:
 
     settings = load(env)
     start = None if from_base else migrations.database_revision(settings)
-    findings = linter.lint(settings, start)
+    from kubemigrate.target import server_major
+
+    findings = linter.lint(settings, start, 0 if from_base else server_major(settings))
     for finding in findings:
         print(finding)
     if findings:
@@ -321,6 +323,41 @@ def init(c: Context, models: str = "app.models", directory: str = "migrations") 
     print('next: inv db.revision "first tables" && inv db.upgrade', file=sys.stderr)
 
 
+# -- the plan ------------------------------------------------------------------------------------
+
+
+@task(
+    help={
+        "since": "Plan the revisions after REV (what a branch adds); default: the database's.",
+        "format": "text (default), markdown (a pull-request comment) or json (versioned shape).",
+        "fail_on": "Exit 1 on findings of this severity or worse: error (default), warning, never.",
+        "env": ENV_HELP,
+    }
+)
+@reports_errors
+def plan(
+    c: Context,
+    since: str | None = None,
+    format: str = "text",
+    fail_on: str = "error",
+    env: str | None = None,
+) -> None:
+    """Report what the pending migrations will do: SQL, locks, table sizes, risks, undo."""
+    from kubemigrate import plan as planning
+
+    shows = {"text": planning.as_text, "markdown": planning.as_markdown, "json": planning.as_json}
+    if format not in shows:
+        raise MigrationError(f"unknown --format {format!r}; use text, markdown or json")
+    if fail_on not in ("error", "warning", "never"):
+        raise MigrationError(f"unknown --fail-on {fail_on!r}; use error, warning or never")
+    result = planning.plan(load(env), since=since)
+    print(shows[format](result), end="" if format == "markdown" else "\n")
+    if result.fails(fail_on):
+        raise MigrationError(
+            f"the plan has findings of severity {result.worst()} (--fail-on {fail_on})"
+        )
+
+
 # -- migration Jobs -------------------------------------------------------------------------------
 
 
@@ -413,6 +450,7 @@ ns = Collection(
     stamp,
     check,
     lint,
+    plan,
     backup,
     restore,
     list_backups,

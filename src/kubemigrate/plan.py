@@ -1,0 +1,559 @@
+"""`inv db.plan`: what the pending migrations will do to the database, revision by revision.
+
+For each revision between the database's revision (or `--since REV`) and head: its SQL,
+rendered for that revision alone (`PREV:REV`; one that cannot render offline, a data migration
+calling `op.get_bind()`, is "online only"); squawk's findings on that SQL alone, with the target
+server's major version and Alembic's transaction assumed; for each statement the lock it takes
+and whether it rewrites the table (from PostgreSQL's documented lock levels: inferred, not
+measured); whether the code still running during a rolling deploy survives it; whether
+`downgrade()` is written and whether it loses data; and, when the database is reachable, the
+row estimate and size of each table touched, read-only.
+
+The JSON shape (`--format json`) is versioned by its `version` field (1):
+
+    {"version": 1, "environment": ..., "database": ..., "from": REV|null, "heads": [...],
+     "check": str, "revisions": [{"revision", "message", "sql", "online_only",
+     "findings": [{"rule", "severity", "statement", "lock", "rewrite", "table", "message"}],
+     "tables": [{"name", "rows", "bytes"}], "downgrade": {"present", "loses_data"}}]}
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kubemigrate import children
+from kubemigrate.errors import KubemigrateError, MigrationError
+
+if TYPE_CHECKING:
+    from alembic.script import Script
+
+    from kubemigrate.settings import Settings
+
+VERSION = 1
+SEVERITIES = ("warning", "error")
+COMMENT_LIMIT = 65536  # GitHub's pull-request comment
+# squawk's rules whose statement fails on a table with rows or breaks the running code.
+ERROR_RULES = {
+    "adding-required-field",
+    "adding-not-nullable-field",
+    "changing-column-type",
+    "renaming-column",
+    "renaming-table",
+    "ban-drop-column",
+    "ban-drop-table",
+}
+# squawk's rules about the session settings kubemigrate sets itself.
+OURS = {"require-lock-timeout", "require-statement-timeout", "prefer-robust-stmts"}
+
+
+@dataclass(frozen=True)
+class Lock:
+    """What one statement does to a table, by PostgreSQL's documented lock levels."""
+
+    level: str
+    rewrite: bool = False
+    breaks: str | None = None  # why the code still running would fail
+
+
+# First match wins; `{t}` is the table name.
+LOCKS: list[tuple[re.Pattern[str], Lock]] = [
+    (
+        re.compile(r"^CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY", re.I),
+        Lock("SHARE UPDATE EXCLUSIVE"),
+    ),
+    (re.compile(r"^CREATE\s+(UNIQUE\s+)?INDEX", re.I), Lock("SHARE")),
+    (re.compile(r"^DROP\s+INDEX\s+CONCURRENTLY", re.I), Lock("SHARE UPDATE EXCLUSIVE")),
+    (re.compile(r"^DROP\s+INDEX", re.I), Lock("ACCESS EXCLUSIVE")),
+    (re.compile(r"^DROP\s+TABLE", re.I), Lock("ACCESS EXCLUSIVE", breaks="drops a table")),
+    (
+        re.compile(r"^ALTER\s+TABLE\s+\S+\s+RENAME\s+TO", re.I),
+        Lock("ACCESS EXCLUSIVE", breaks="renames a table"),
+    ),
+    (
+        re.compile(r"^ALTER\s+TABLE.*\sRENAME\s+(COLUMN\s+)?\S+\s+TO", re.I | re.S),
+        Lock("ACCESS EXCLUSIVE", breaks="renames a column"),
+    ),
+    (
+        re.compile(r"^ALTER\s+TABLE.*\sDROP\s+COLUMN", re.I | re.S),
+        Lock("ACCESS EXCLUSIVE", breaks="drops a column"),
+    ),
+    (
+        re.compile(r"^ALTER\s+TABLE.*\sALTER\s+COLUMN\s+\S+\s+(SET\s+DATA\s+)?TYPE", re.I | re.S),
+        Lock("ACCESS EXCLUSIVE", rewrite=True, breaks="changes a column's type"),
+    ),
+    (
+        re.compile(r"^ALTER\s+TABLE.*\sSET\s+NOT\s+NULL", re.I | re.S),
+        Lock("ACCESS EXCLUSIVE", breaks="adds NOT NULL"),
+    ),
+    (
+        re.compile(
+            r"^ALTER\s+TABLE.*\sADD\s+(COLUMN\s+)?\S+\s+[^,]*NOT\s+NULL(?![^,]*DEFAULT)",
+            re.I | re.S,
+        ),
+        Lock("ACCESS EXCLUSIVE", breaks="adds a NOT NULL column without a default"),
+    ),
+    (
+        re.compile(r"^ALTER\s+TABLE.*\sADD\s+(CONSTRAINT\s+\S+\s+)?FOREIGN\s+KEY", re.I | re.S),
+        Lock("SHARE ROW EXCLUSIVE"),
+    ),
+    (re.compile(r"^ALTER\s+TABLE", re.I), Lock("ACCESS EXCLUSIVE")),
+    (re.compile(r"^(UPDATE|DELETE|INSERT|MERGE)\b", re.I), Lock("ROW EXCLUSIVE")),
+    (
+        re.compile(r"^(TRUNCATE|VACUUM\s+FULL|CLUSTER)\b", re.I),
+        Lock("ACCESS EXCLUSIVE", rewrite=True),
+    ),
+]
+TABLE = re.compile(
+    r"^(?:ALTER\s+TABLE(?:\s+ONLY)?(?:\s+IF\s+EXISTS)?|DROP\s+TABLE(?:\s+IF\s+EXISTS)?|"
+    r"CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|UPDATE|DELETE\s+FROM|INSERT\s+INTO|TRUNCATE)"
+    r"\s+(?P<table>[\w.\"]+)|^CREATE\s+(?:UNIQUE\s+)?INDEX\s.*?\sON\s+(?:ONLY\s+)?(?P<on>[\w.\"]+)",
+    re.I | re.S,
+)
+
+
+@dataclass
+class Finding:
+    rule: str
+    severity: str
+    statement: str
+    lock: str | None
+    rewrite: bool
+    table: str | None
+    message: str
+
+
+@dataclass
+class RevisionPlan:
+    revision: str
+    message: str
+    sql: str
+    online_only: bool
+    findings: list[Finding] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    downgrade: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    environment: str
+    database: str
+    start: str | None
+    heads: list[str]
+    check: str
+    revisions: list[RevisionPlan]
+
+    def worst(self) -> str | None:
+        """The highest severity of any finding (None: no finding)."""
+        found = {f.severity for r in self.revisions for f in r.findings}
+        for severity in reversed(SEVERITIES):
+            if severity in found:
+                return severity
+        return None
+
+    def fails(self, fail_on: str) -> bool:
+        """Whether a finding is at least as severe as `fail_on` ("never": none is)."""
+        worst = self.worst()
+        if fail_on == "never" or worst is None:
+            return False
+        return SEVERITIES.index(worst) >= SEVERITIES.index(fail_on)
+
+    def as_dict(self) -> dict[str, Any]:
+        shape = asdict(self)
+        shape["from"] = shape.pop("start")
+        return {"version": VERSION, **shape}
+
+
+# -- building the plan ---------------------------------------------------------------------------
+
+
+def plan(settings: Settings, *, since: str | None = None) -> Plan:
+    """The plan of the revisions after `since` (default: the database's revision) to head."""
+    from kubemigrate.migrations import alembic_config, scripts
+
+    config = alembic_config(settings)
+    directory = scripts(config)
+    heads = list(directory.get_heads())
+    known, shown, server_major = _database(settings)
+    start = since if since is not None else _single(known)
+    chain = _chain(directory, start)
+    revisions = [_revision(settings, script, server_major) for script in chain]
+    if known is not None:
+        _sizes(settings, revisions)
+    check = "pending revisions: run it after the upgrade" if chain else "database not reachable"
+    if known is not None and not chain:
+        check = _check(settings)
+    return Plan(settings.environment, shown, start, heads, check, revisions)
+
+
+def _database(settings: Settings) -> tuple[tuple[str, ...] | None, str, int]:
+    """The database's revisions (None: not reachable), its URL shown, its major version."""
+    from kubemigrate.migrations import current_heads
+    from kubemigrate.target import connect_plainly, database
+
+    try:
+        db = database(settings)
+        with connect_plainly(db) as connection:
+            return current_heads(connection), db.shown, int(connection.server_version) // 10000
+    except KubemigrateError as exc:
+        return None, f"not reachable ({exc})", 0
+
+
+def _single(heads: tuple[str, ...] | None) -> str | None:
+    if not heads:
+        return None
+    if len(heads) > 1:
+        raise MigrationError("the database has several heads; name where to start with --since")
+    return heads[0]
+
+
+def _chain(directory: Any, start: str | None) -> list[Script]:
+    """The revisions after `start` (None: base) up to head, in the order they run."""
+    from alembic.util import CommandError
+
+    try:
+        walked = list(directory.walk_revisions(base=start or "base", head="heads"))
+    except CommandError as exc:
+        raise MigrationError(f"cannot plan from {start}: {exc}") from None
+    return [s for s in reversed(walked) if s.revision != start]
+
+
+def _revision(settings: Settings, script: Script, server_major: int) -> RevisionPlan:
+    down = script.down_revision
+    previous = down[0] if isinstance(down, (tuple, list)) else down
+    sql, online_only = _render(settings, previous, script.revision)
+    result = RevisionPlan(
+        revision=script.revision,
+        message=(script.doc or "").strip().splitlines()[0] if script.doc else "",
+        sql=sql,
+        online_only=online_only,
+        downgrade=_downgrade(Path(script.path)),
+    )
+    if online_only:
+        result.findings.append(
+            Finding(
+                "online-only",
+                "warning",
+                "",
+                None,
+                False,
+                None,
+                "cannot be rendered offline (it reads the database); review its code",
+            )
+        )
+        return result
+    statements = _statements(sql)
+    result.findings += _inferred(statements)
+    result.findings += _squawk(settings, statements, server_major)
+    if not result.downgrade["present"]:
+        result.findings.append(
+            Finding("no-downgrade", "warning", "", None, False, None, "downgrade() does nothing")
+        )
+    elif result.downgrade["loses_data"]:
+        result.findings.append(
+            Finding(
+                "downgrade-loses-data",
+                "warning",
+                "",
+                None,
+                False,
+                None,
+                "downgrade() drops a table or column: its data is lost",
+            )
+        )
+    return result
+
+
+def _render(settings: Settings, previous: str | None, revision: str) -> tuple[str, bool]:
+    """The SQL of `revision` alone, offline; ("", True) when it cannot render offline."""
+    from alembic import command
+
+    from kubemigrate.migrations import _offline
+
+    out = io.StringIO()
+    span = f"{previous}:{revision}" if previous else revision
+    try:
+        command.upgrade(_offline(settings, out), span, sql=True)
+    except Exception:  # a data migration reading the database (op.get_bind()) and the like
+        return "", True
+    return out.getvalue(), False
+
+
+def _statements(sql: str) -> list[str]:
+    """The migration's own statements (not Alembic's bookkeeping, not comments)."""
+    found = []
+    for chunk in sql.split(";\n"):
+        lines = [line for line in chunk.splitlines() if line.strip() and not line.startswith("--")]
+        text = "\n".join(lines).strip()
+        if not text or "alembic_version" in text or text.upper().startswith(("BEGIN", "COMMIT")):
+            continue
+        found.append(text)
+    return found
+
+
+def lock_of(statement: str) -> Lock | None:
+    for pattern, lock in LOCKS:
+        if pattern.search(statement):
+            return lock
+    return None
+
+
+def table_of(statement: str) -> str | None:
+    match = TABLE.search(statement)
+    if match is None:
+        return None
+    return (match["table"] or match["on"] or "").strip('"').split(".")[-1].strip('"') or None
+
+
+def _inferred(statements: list[str]) -> list[Finding]:
+    """A finding per statement that blocks the application or breaks the running code."""
+    findings = []
+    for statement in statements:
+        lock, table = lock_of(statement), table_of(statement)
+        if lock is None or statement.upper().startswith("CREATE TABLE"):
+            continue
+        if lock.breaks:
+            findings.append(
+                Finding(
+                    "breaks-running-code",
+                    "error",
+                    statement,
+                    lock.level,
+                    lock.rewrite,
+                    table,
+                    f"{lock.breaks}: the pods still running the old code fail; expand, then "
+                    "contract over two releases",
+                )
+            )
+        elif lock.rewrite:
+            findings.append(
+                Finding(
+                    "rewrites-table",
+                    "warning",
+                    statement,
+                    lock.level,
+                    True,
+                    table,
+                    "rewrites the table while holding the lock",
+                )
+            )
+        elif lock.level in ("ACCESS EXCLUSIVE", "SHARE"):
+            blocked = "reads and writes" if lock.level == "ACCESS EXCLUSIVE" else "writes"
+            findings.append(
+                Finding(
+                    "blocking-lock",
+                    "warning",
+                    statement,
+                    lock.level,
+                    False,
+                    table,
+                    f"blocks {blocked} on the table while it runs",
+                )
+            )
+    return findings
+
+
+def _squawk(settings: Settings, statements: list[str], server_major: int) -> list[Finding]:
+    """squawk's findings on the statements, for the target's major version."""
+    from kubemigrate.linter import squawk
+
+    if not statements:
+        return []
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "revision.sql"
+        path.write_text(";\n".join(statements) + ";\n")
+        args = ["--reporter", "json", "--assume-in-transaction"]
+        if server_major:
+            args += ["--pg-version", f"{server_major}.0"]
+        if settings.lint_exclude:
+            args += ["--exclude", ",".join(settings.lint_exclude)]
+        result = children.run(children.command(squawk()), *args, str(path), timeout=120)
+    if result.code not in (0, 1):
+        raise MigrationError(result.describe("squawk"))
+    starts = _line_starts(statements)
+    findings = []
+    for item in json.loads(result.output or "[]"):
+        rule = str(item.get("rule_name", ""))
+        if rule in OURS:
+            continue
+        statement = _owner(starts, int(item.get("line", 0)), statements)
+        lock = lock_of(statement)
+        findings.append(
+            Finding(
+                rule,
+                "error" if rule in ERROR_RULES else "warning",
+                statement,
+                lock.level if lock else None,
+                bool(lock and lock.rewrite),
+                table_of(statement),
+                str(item.get("message", "")),
+            )
+        )
+    return findings
+
+
+def _line_starts(statements: list[str]) -> list[int]:
+    starts, line = [], 0
+    for statement in statements:
+        starts.append(line)
+        line += statement.count("\n") + 1
+    return starts
+
+
+def _owner(starts: list[int], line: int, statements: list[str]) -> str:
+    index = max((i for i, start in enumerate(starts) if start <= line), default=0)
+    return statements[index]
+
+
+def _downgrade(path: Path) -> dict[str, bool]:
+    """Whether the revision's downgrade() does something, and whether it drops data."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return {"present": False, "loses_data": False}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "downgrade":
+            body = [
+                n
+                for n in node.body
+                if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))
+            ]
+            present = any(not isinstance(n, ast.Pass) for n in body)
+            text = ast.unparse(node)
+            loses = bool(re.search(r"drop_table|drop_column|DROP\s+(TABLE|COLUMN)", text, re.I))
+            return {"present": present, "loses_data": loses}
+    return {"present": False, "loses_data": False}
+
+
+def _sizes(settings: Settings, revisions: list[RevisionPlan]) -> None:
+    """Row estimate and size of every table the revisions touch (read-only)."""
+    from kubemigrate.target import connect_plainly, database
+
+    names = sorted({f.table for r in revisions for f in r.findings if f.table})
+    if not names:
+        return
+    with connect_plainly(database(settings)) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, greatest(c.reltuples, 0)::bigint, pg_total_relation_size(c.oid) "
+            "FROM pg_class c WHERE c.relkind IN ('r', 'p') AND c.relname = ANY(%s) "
+            "AND pg_table_is_visible(c.oid)",
+            (names,),
+        )
+        sizes = {name: (int(rows), int(size)) for name, rows, size in cursor.fetchall()}
+        connection.rollback()
+    for revision in revisions:
+        touched = sorted({f.table for f in revision.findings if f.table and f.table in sizes})
+        revision.tables = [{"name": t, "rows": sizes[t][0], "bytes": sizes[t][1]} for t in touched]
+
+
+def _check(settings: Settings) -> str:
+    from kubemigrate import migrations
+
+    try:
+        migrations.check(settings)
+    except KubemigrateError as exc:
+        return f"fail: {exc}"
+    return "ok: the models and the migrations agree"
+
+
+# -- showing it ----------------------------------------------------------------------------------
+
+
+def size(revision: RevisionPlan, table: str | None) -> str:
+    for known in revision.tables:
+        if known["name"] == table:
+            return f" ({_rows(known['rows'])} rows, {_bytes(known['bytes'])})"
+    return ""
+
+
+def _rows(count: int) -> str:
+    for unit, scale in (("M", 1_000_000), ("k", 1_000)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return str(count)
+
+
+def _bytes(count: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def describe(revision: RevisionPlan, finding: Finding) -> str:
+    """One line: rule, lock on the table (its size), rewrite, message."""
+    where = ""
+    if finding.lock and finding.table:
+        where = f": {finding.lock} on {finding.table}{size(revision, finding.table)}"
+    rewrite = ", rewrites the table" if finding.rewrite else ""
+    return f"{finding.severity}: {finding.rule}{where}{rewrite}: {finding.message}"
+
+
+def as_text(result: Plan) -> str:
+    lines = [
+        f"Plan for {result.environment} ({result.database}), from {result.start or 'base'} "
+        f"to {', '.join(result.heads)}: {len(result.revisions)} revision(s)"
+    ]
+    for revision in result.revisions:
+        lines.append(f"\n{revision.revision}  {revision.message}")
+        down = revision.downgrade
+        undo = "downgrade: " + (
+            "none" if not down["present"] else "loses data" if down["loses_data"] else "yes"
+        )
+        lines.append(f"  {undo}")
+        for finding in revision.findings:
+            lines.append(f"  {describe(revision, finding)}")
+    lines.append(f"\ncheck: {result.check}")
+    return "\n".join(lines)
+
+
+def as_markdown(result: Plan, limit: int = COMMENT_LIMIT) -> str:
+    """A pull-request comment: a summary table, then a section per revision with its SQL
+    folded; only the summary when the whole would pass GitHub's limit."""
+    summary = [
+        f"### Database plan: {result.environment}, {len(result.revisions)} revision(s)",
+        "",
+        "| revision | message | errors | warnings | downgrade |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for revision in result.revisions:
+        errors = sum(f.severity == "error" for f in revision.findings)
+        warnings = sum(f.severity == "warning" for f in revision.findings)
+        down = revision.downgrade
+        undo = "none" if not down["present"] else "loses data" if down["loses_data"] else "yes"
+        summary.append(
+            f"| `{revision.revision}` | {revision.message} | {errors} | {warnings} | {undo} |"
+        )
+    summary += ["", f"check: {result.check}"]
+    sections = []
+    for revision in result.revisions:
+        sections += ["", f"#### `{revision.revision}` {revision.message}", ""]
+        sections += [f"- {describe(revision, f)}" for f in revision.findings] or ["- no findings"]
+        body = "online only: not rendered" if revision.online_only else revision.sql.strip()
+        sections += [
+            "",
+            "<details><summary>SQL</summary>",
+            "",
+            "```sql",
+            body,
+            "```",
+            "",
+            "</details>",
+        ]
+    whole = "\n".join(summary + sections) + "\n"
+    if len(whole) <= limit:
+        return whole
+    return (
+        "\n".join([*summary, "", "(the full plan passes the comment limit: run `inv db.plan`)"])
+        + "\n"
+    )
+
+
+def as_json(result: Plan) -> str:
+    return json.dumps(result.as_dict(), indent=2)
