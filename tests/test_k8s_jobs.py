@@ -79,6 +79,20 @@ def version(server: Server, database: str) -> object:
     return server.execute("SELECT version_num FROM alembic_version", database=database)[0][0]
 
 
+SLOW = "5105105105ab"
+
+
+def stderr_until(proc: subprocess.Popen[str], marker: str) -> str:
+    """What `proc` wrote to stderr up to the line holding `marker` (the Job's log, streamed)."""
+    assert proc.stderr is not None
+    seen = ""
+    while marker not in seen:
+        line = proc.stderr.readline()
+        assert line, seen
+        seen += line
+    return seen
+
+
 def slow_revision(project: Project, seconds: float) -> str:
     parent = project.head()
     project.add_revision(
@@ -154,16 +168,7 @@ def test_ctrl_c_detaches_and_the_job_completes(
     slow_revision(incluster, 3)
     proc = incluster.popen("db.upgrade", "--env", NS)
 
-    def running() -> str:
-        assert proc.stderr is not None
-        seen = ""
-        while "5105105105ab" not in seen:
-            line = proc.stderr.readline()
-            assert line, seen
-            seen += line
-        return seen
-
-    result = interrupt_at(proc, sig, running)
+    result = interrupt_at(proc, sig, lambda: stderr_until(proc, SLOW))
     assert result.code == code, result.output
     assert "goes on in namespace 'staging'" in result.stderr
     name = result.stderr.split("inv db.job ", 1)[1].split()[0]
@@ -177,16 +182,7 @@ def test_cancel_stops_a_running_job(incluster: Project, pg_server: Server, datab
     parent = slow_revision(incluster, 60)
     proc = incluster.popen("db.upgrade", "--env", NS)
 
-    def running() -> str:
-        assert proc.stderr is not None
-        seen = ""
-        while "5105105105ab" not in seen:
-            line = proc.stderr.readline()
-            assert line, seen
-            seen += line
-        return seen
-
-    result = interrupt_at(proc, signal.SIGINT, running)
+    result = interrupt_at(proc, signal.SIGINT, lambda: stderr_until(proc, SLOW))
     name = result.stderr.split("inv db.job ", 1)[1].split()[0]
     cancelled = incluster.inv("db.job", name, "--cancel", "--env", NS)
     assert cancelled.code == 0, cancelled.output
@@ -240,12 +236,7 @@ def test_an_out_of_memory_kill_is_named(
     assert incluster.inv("db.upgrade", "--env", NS, KUBEMIGRATE_RUNNER="local").code == 0
     parent = slow_revision(incluster, 60)
     proc = incluster.popen("db.upgrade", "--env", NS)
-    assert proc.stderr is not None
-    seen = ""
-    while "5105105105ab" not in seen:
-        line = proc.stderr.readline()
-        assert line, seen
-        seen += line
+    seen = stderr_until(proc, SLOW)
     (pod,) = [item for item in kubemigrate_objects(incluster) if item["kind"] == "Pod"]
     kube.oom_kill(NS, pod["metadata"]["name"])  # type: ignore[index]
     _, err = proc.communicate(timeout=60)

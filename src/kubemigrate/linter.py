@@ -44,6 +44,23 @@ def squawk() -> str:
     return found
 
 
+def run_squawk(settings: Settings, sql: str, server_major: int, *args: str) -> str:
+    """squawk's report (`args` choose its reporter...) on `sql`, for the server's major version
+    (0: squawk's default), KUBEMIGRATE_LINT_EXCLUDE left out."""
+    options = list(args)
+    if server_major:
+        options += ["--pg-version", f"{server_major}.0"]
+    if settings.lint_exclude:
+        options += ["--exclude", ",".join(settings.lint_exclude)]
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "migration.sql"
+        path.write_text(sql)
+        result = children.run(children.command(squawk()), *options, str(path), timeout=120)
+    if result.code not in (0, 1):
+        raise MigrationError(result.describe("squawk"))
+    return result.output
+
+
 def pending_sql(settings: Settings, start: str | None) -> str:
     """The SQL of the migrations after revision `start` (None: all), with our timeouts first."""
     from kubemigrate.locking import milliseconds
@@ -62,22 +79,10 @@ def lint(settings: Settings, start: str | None, server_major: int = 0) -> list[F
     """squawk's findings on the migrations after `start`, style rules excluded; with the
     target's `server_major` version (0: squawk's default)."""
     sql = pending_sql(settings, start)
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "pending.sql"
-        path.write_text(sql)
-        args = [
-            "--reporter",
-            "gcc",
-            *(["--pg-version", f"{server_major}.0"] if server_major else []),
-        ]
-        if settings.lint_exclude:
-            args += ["--exclude", ",".join(settings.lint_exclude)]
-        result = children.run(children.command(squawk()), *args, str(path), timeout=120)
-    if result.code not in (0, 1):
-        raise MigrationError(result.describe("squawk"))
+    output = run_squawk(settings, sql, server_major, "--reporter", "gcc")
     revisions = _revision_by_line(sql)
     findings = []
-    for line in result.output.splitlines():
+    for line in output.splitlines():
         match = FINDING.match(line)
         if match:
             number = int(match["line"])

@@ -23,12 +23,10 @@ import ast
 import io
 import json
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kubemigrate import children
 from kubemigrate.errors import KubemigrateError, MigrationError
 
 if TYPE_CHECKING:
@@ -361,24 +359,17 @@ def _inferred(statements: list[str]) -> list[Finding]:
 
 def _squawk(settings: Settings, statements: list[str], server_major: int) -> list[Finding]:
     """squawk's findings on the statements, for the target's major version."""
-    from kubemigrate.linter import squawk
+    from kubemigrate.linter import run_squawk
 
     if not statements:
         return []
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "revision.sql"
-        path.write_text(";\n".join(statements) + ";\n")
-        args = ["--reporter", "json", "--assume-in-transaction"]
-        if server_major:
-            args += ["--pg-version", f"{server_major}.0"]
-        if settings.lint_exclude:
-            args += ["--exclude", ",".join(settings.lint_exclude)]
-        result = children.run(children.command(squawk()), *args, str(path), timeout=120)
-    if result.code not in (0, 1):
-        raise MigrationError(result.describe("squawk"))
+    sql = ";\n".join(statements) + ";\n"
+    output = run_squawk(
+        settings, sql, server_major, "--reporter", "json", "--assume-in-transaction"
+    )
     starts = _line_starts(statements)
     findings = []
-    for item in json.loads(result.output or "[]"):
+    for item in json.loads(output or "[]"):
         rule = str(item.get("rule_name", ""))
         if rule in OURS:
             continue

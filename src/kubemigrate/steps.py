@@ -58,19 +58,24 @@ def backup(settings: Settings, *, output: str | None = None, migrating: bool = F
 
 
 def migrate(
-    settings: Settings, revision: str = "head", *, force: bool = False, in_cluster: bool = False
+    settings: Settings, revision: str = "head", *, force: bool = False, requested: bool = False
 ) -> None:
     """Upgrade the database to `revision`; `force` skips a protected environment's gate;
-    `in_cluster` (or KUBEMIGRATE_RUNNER=job) runs it as a Kubernetes Job."""
+    `requested` (--in-cluster), or KUBEMIGRATE_RUNNER=job, runs it as a Kubernetes Job."""
     from kubemigrate import migrations
 
     if not force:
         require_safe_migrations(settings)
-    if in_cluster or settings.runner == "job":
+    if in_cluster(settings, requested):
         run_in_cluster(settings, "upgrade", revision)
     else:
         migrations.upgrade(settings, revision)
     journal.record("upgrade")
+
+
+def in_cluster(settings: Settings, requested: bool) -> bool:
+    """Whether a change runs as a Kubernetes Job: --in-cluster, or KUBEMIGRATE_RUNNER=job."""
+    return requested or settings.runner == "job"
 
 
 def run_in_cluster(settings: Settings, command: str, revision: str) -> None:

@@ -59,7 +59,7 @@ def upgrade(
     if sql:
         migrations.upgrade(settings, revision, sql=True)
     else:
-        steps.migrate(settings, revision, force=force, in_cluster=in_cluster)
+        steps.migrate(settings, revision, force=force, requested=in_cluster)
 
 
 @task(
@@ -86,7 +86,7 @@ def downgrade(
     settings = load(env)
     if not sql:
         confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
-    if not sql and (in_cluster or settings.runner == "job"):
+    if not sql and steps.in_cluster(settings, in_cluster):
         steps.run_in_cluster(settings, "downgrade", revision)
     else:
         migrations.downgrade(settings, revision, sql=sql)
@@ -196,7 +196,7 @@ def stamp(
     settings = load(env)
     if not sql:
         confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
-    if not sql and (in_cluster or settings.runner == "job"):
+    if not sql and steps.in_cluster(settings, in_cluster):
         steps.run_in_cluster(settings, "stamp", revision)
     else:
         migrations.stamp(settings, revision, sql=sql)
