@@ -423,12 +423,17 @@ def k8s(project: Project, cluster: KubeAPIServer, tmp_path: Path) -> Iterator[Pr
 
 
 def pids_of(name: str) -> list[int]:
-    """Pids of the live processes called `name`."""
+    """Pids of the live processes called `name` of this worker (tests.watching.ours): not those
+    of the other pytest-xdist worker."""
+    from tests.watching import ours
+
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == name:
+                if (entry / "comm").read_text().strip() == name and ours(
+                    int(entry.name), os.getpid()
+                ):
                     found.append(int(entry.name))
             except OSError:
                 pass

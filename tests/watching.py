@@ -86,9 +86,31 @@ def descends(pid: str, root: int) -> bool:
             return True
         if current <= 1:
             return False
-        stat = Path("/proc", str(current), "stat").read_text()
-        current = int(stat.rsplit(")", 1)[1].split()[1])
+        current = _parent(current)
     return False
+
+
+def ours(pid: int, root: int) -> bool:
+    """Whether process `pid` belongs to this test worker `root`: it descends from it, or it is
+    an orphan (a child left behind, reparented). Under pytest-xdist, processes below a sibling
+    of `root` (the other worker, started by the same controller) are not."""
+    controller = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else None
+    current = pid
+    for _ in range(64):
+        if current == root:
+            return True
+        if current <= 1:
+            return True  # an orphan: it may be one this worker left behind
+        parent = _parent(current)
+        if controller is not None and parent == controller:
+            return False  # below the other worker
+        current = parent
+    return False
+
+
+def _parent(pid: int) -> int:
+    stat = Path("/proc", str(pid), "stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def identity(entry: Path) -> bytes:
