@@ -87,6 +87,14 @@ class ProjectError(KubemigrateError):
         return cls(redact(message, hidden))
 
 
+def wants_traceback(setting: bool) -> bool:
+    """Whether a project error shows its traceback: the `KUBEMIGRATE_TRACEBACK` setting, or
+    `inv --debug` (invoke turns on DEBUG logging)."""
+    import logging
+
+    return setting or logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def redact(text: str, hidden: Iterable[str]) -> str:
     """`text` with every non-empty `hidden` value, and its percent-encoded form, as ***."""
     from urllib.parse import quote, quote_plus

@@ -22,7 +22,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from kubemigrate.errors import DatabaseError, MigrationError, SettingsError, redact
+from kubemigrate.errors import (
+    DatabaseError,
+    MigrationError,
+    SettingsError,
+    redact,
+    wants_traceback,
+)
 from kubemigrate.settings import Settings
 from kubemigrate.target import Database, connect, connect_plainly, database, driver_message
 
@@ -216,14 +222,9 @@ def project_errors(settings: Settings) -> Iterator[None]:
         raise  # Alembic's and the database's: `alembic_errors` words them
     except Exception as exc:
         hidden = known_passwords()
-        if wants_traceback(settings):
+        if wants_traceback(settings.traceback):
             print(redact("".join(traceback.format_exception(exc)), hidden), file=sys.stderr)
         raise ProjectError.from_exception(exc, settings.project_dir, hidden) from None
-
-
-def wants_traceback(settings: Settings) -> bool:
-    """`KUBEMIGRATE_TRACEBACK`, or `inv --debug` (invoke turns on DEBUG logging)."""
-    return settings.traceback or logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
 def _offline(settings: Settings, sql_output: TextIO | None = None) -> Config:
@@ -238,7 +239,7 @@ def _run(
     """Run Alembic's command `name` for the project, the way its env.py takes a database.
 
     An env.py that takes `config.attributes["connection"]` runs here, on kubemigrate's
-    connection; any other runs in a child process (`kubemigrate.alembic_child`) that gets the
+    connection; any other runs in a child process (`kubemigrate.alembic_process`) that gets the
     database through `KUBEMIGRATE_EXPORT`. Offline (`sql`) runs reach no database.
     """
     found = _checked(layout(settings))
@@ -264,11 +265,11 @@ def _run_in_child(
     changes: bool,
     needs_head: bool,
 ) -> list[Path]:
-    from kubemigrate import alembic_child
+    from kubemigrate import alembic_process
     from kubemigrate.locking import migration_lock
 
     db = None if arguments.get("sql") else database(settings)
-    with alembic_child.started(settings, found, name, arguments, db=db) as child:
+    with alembic_process.started(settings, found, name, arguments, db=db) as child:
         if db is None:
             child.go()
         elif changes:
