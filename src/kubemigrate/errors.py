@@ -1,15 +1,17 @@
 """Errors a user can act on, all in one place.
 
 Every expected failure is a `KubemigrateError` whose message is one line saying what failed and
-what to do. The task layer turns it into invoke's `Exit`, so the user sees that line and a
-non-zero exit, never a traceback. Messages never contain a password: build them from masked
+what to do, and its `exit_code` (1 unless the failure has its own, such as a Job container's).
+The task layer turns it into invoke's `Exit`, so the user sees that line and a non-zero exit,
+never a traceback. Messages never contain a password: build them from masked
 URLs and names, not from raw connection strings.
 
 The subclasses say which part failed, for callers that handle one kind differently:
 
 - `SettingsError`: a setting is unknown, malformed or missing;
 - `DatabaseError`: PostgreSQL (the embedded server included) cannot be reached or refused;
-- `MigrationError`: Alembic refused a command, or the migrations are not fit to run;
+- `MigrationError`: Alembic refused a command, the migrations are not fit to run, or a
+  migration Job failed in the cluster (its exit code is the container's);
 - `ClusterError`: kubectl could not do what was asked (tunnel, lookups, apply, rollout);
   `NotFoundError` when the API server answered NotFound;
 - `BackupError`: a backup or restore could not be made or trusted;
@@ -26,11 +28,10 @@ from pathlib import Path
 class KubemigrateError(Exception):
     """A failure with a message meant for the user."""
 
-    exit_code = 1
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.message = message
+        self.exit_code = exit_code or 1
 
     def __str__(self) -> str:
         return self.message

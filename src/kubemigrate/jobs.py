@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kubemigrate import children
-from kubemigrate.errors import ClusterError, KubemigrateError, SettingsError
+from kubemigrate.errors import ClusterError, KubemigrateError, MigrationError, SettingsError
 
 if TYPE_CHECKING:
     import sh
@@ -49,22 +49,6 @@ STUCK = {
     "ImagePullBackOff": "its image cannot be pulled",
     "InvalidImageName": "its image name is invalid",
 }
-
-
-class Detached(KubemigrateError):
-    """Following stopped (Ctrl-C, SIGTERM); the Job goes on in the cluster."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class JobFailed(KubemigrateError):
-    """The migration failed in the cluster; the exit code is the container's."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code or 1
 
 
 # -- the manifest --------------------------------------------------------------------------------
@@ -464,8 +448,9 @@ def follow(
     run_id: str,
     follower: Follower | None = None,
 ) -> None:
-    """Stream the Job's log and wait for Complete or Failed; a failure is `JobFailed` with the
-    container's exit code, Ctrl-C or SIGTERM is `Detached`."""
+    """Stream the Job's log and wait for Complete or Failed. A failure is a `MigrationError`
+    with the container's exit code; Ctrl-C or SIGTERM stops following (the Job goes on) with
+    a `KubemigrateError` of exit code 130 or 143."""
     follower = follower or Follower(kubectl, name, run_id)
     deadline = time.monotonic() + settings.job_deadline + WAIT_MARGIN
     quiet = True  # read the Job at once: following again, it may have ended already
@@ -489,14 +474,14 @@ def follow(
                     _end(settings, kubectl, name, seen, outcome, follower.lines)
                     return
             if time.monotonic() > deadline:
-                raise JobFailed(
+                raise MigrationError(
                     f"gave up waiting for the migration Job {name} after "
                     f"{settings.job_deadline + WAIT_MARGIN:g}s; {_commands(settings, name)}"
                 )
             quiet = not follower.wait(timeout=5.0)
     except KeyboardInterrupt as exc:
         code = int(getattr(exc, "exit_code", 130))
-        raise Detached(
+        raise KubemigrateError(
             f"stopped following; the migration Job {name} goes on in {kubectl.where}. "
             f"{_commands(settings, name)}",
             code,
@@ -520,7 +505,7 @@ def _refuse_stuck(settings: Settings, kubectl: Kubectl, name: str, seen: Seen) -
         return
     delete(kubectl, name)
     detail = f": {message}" if message else ""
-    raise JobFailed(
+    raise MigrationError(
         f"the migration Job {name} could not start, {STUCK[reason]} ({reason}{detail}); "
         "nothing ran, and the Job was deleted"
     )
@@ -543,26 +528,28 @@ def _end(
     terminated = seen.terminated
     code = int(terminated.get("exitCode", 1) or 1)
     if failed.get("reason") == "DeadlineExceeded":
-        raise JobFailed(
+        raise MigrationError(
             f"the migration Job {name} ran longer than KUBEMIGRATE_JOB_DEADLINE "
             f"({settings.job_deadline:g}s) and was stopped; PostgreSQL rolled back the migration "
             f"in progress. Raise the setting for long migrations; {keep}",
             code,
         )
     if terminated.get("reason") == "OOMKilled":
-        raise JobFailed(
+        raise MigrationError(
             f"the migration Job {name} ran out of memory (OOMKilled); PostgreSQL rolled back the "
             f"migration in progress. Raise the container's memory limit; {keep}",
             code,
         )
     said = _last_error(lines)
     if "No module named kubemigrate" in said or "No module named 'kubemigrate'" in said:
-        raise JobFailed(
+        raise MigrationError(
             f"the image of the migration Job {name} has no kubemigrate: install it in the image "
             f"(see the README's section on the cluster); {keep}",
             code,
         )
-    raise JobFailed(f"the migration failed in the cluster (exit code {code}): {said}; {keep}", code)
+    raise MigrationError(
+        f"the migration failed in the cluster (exit code {code}): {said}; {keep}", code
+    )
 
 
 def _last_error(lines: list[str]) -> str:

@@ -15,6 +15,11 @@ came from, and never echo a value, which may be a password.
 Each setting is declared once, as a field of `Settings`: its variable name, its default (as the
 text a file would hold), its kind and its help. A kind reads the text of a value and raises
 `ValueError` with the reason shown to the user when the text is malformed.
+
+pydantic-settings was weighed and not taken: it does not record which source (which file, or
+the environment) a value came from, which every message here names; it ignores, rather than
+refuses, an unknown `KUBEMIGRATE_` name in the process environment; and it would be one more
+import in every task's start for what a hundred lines do here.
 """
 
 from __future__ import annotations

@@ -25,14 +25,12 @@ def require_safe_migrations(settings: Settings) -> None:
     """On a protected environment, stop before pending migrations that squawk flags (once per
     environment and invocation)."""
     from kubemigrate import linter, migrations
+    from kubemigrate import plan as planning
+    from kubemigrate.target import server_major
 
     if not settings.protected or settings.environment in journal.linted:
         return
-    from kubemigrate import plan as planning
-
     print(planning.as_text(planning.plan(settings)), file=sys.stderr)
-    from kubemigrate.target import server_major
-
     findings = linter.lint(settings, migrations.database_revision(settings), server_major(settings))
     for finding in findings:
         print(f"lint: {finding}", file=sys.stderr)
@@ -62,15 +60,26 @@ def migrate(
 ) -> None:
     """Upgrade the database to `revision`; `force` skips a protected environment's gate;
     `requested` (--in-cluster), or KUBEMIGRATE_RUNNER=job, runs it as a Kubernetes Job."""
-    from kubemigrate import migrations
-
     if not force:
         require_safe_migrations(settings)
-    if in_cluster(settings, requested):
-        run_in_cluster(settings, "upgrade", revision)
-    else:
-        migrations.upgrade(settings, revision)
+    change(settings, "upgrade", revision, requested=requested)
     journal.record("upgrade")
+
+
+def change(settings: Settings, command: str, revision: str, *, requested: bool = False) -> None:
+    """Run Alembic's `command` (upgrade, downgrade, stamp) to `revision`: here, or as a
+    Kubernetes Job when `requested` (--in-cluster) or KUBEMIGRATE_RUNNER=job."""
+    from kubemigrate import migrations
+
+    if in_cluster(settings, requested):
+        run_in_cluster(settings, command, revision)
+        return
+    commands = {
+        "upgrade": migrations.upgrade,
+        "downgrade": migrations.downgrade,
+        "stamp": migrations.stamp,
+    }
+    commands[command](settings, revision)
 
 
 def in_cluster(settings: Settings, requested: bool) -> bool:

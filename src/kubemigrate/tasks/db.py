@@ -84,12 +84,11 @@ def downgrade(
     from kubemigrate import migrations, steps
 
     settings = load(env)
-    if not sql:
-        confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
-    if not sql and steps.in_cluster(settings, in_cluster):
-        steps.run_in_cluster(settings, "downgrade", revision)
-    else:
-        migrations.downgrade(settings, revision, sql=sql)
+    if sql:
+        migrations.downgrade(settings, revision, sql=True)
+        return
+    confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
+    steps.change(settings, "downgrade", revision, requested=in_cluster)
 
 
 @task(help={"verbose": "Show each revision in full.", "env": ENV_HELP})
@@ -194,12 +193,11 @@ def stamp(
     from kubemigrate import migrations, steps
 
     settings = load(env)
-    if not sql:
-        confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
-    if not sql and steps.in_cluster(settings, in_cluster):
-        steps.run_in_cluster(settings, "stamp", revision)
-    else:
-        migrations.stamp(settings, revision, sql=sql)
+    if sql:
+        migrations.stamp(settings, revision, sql=True)
+        return
+    confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
+    steps.change(settings, "stamp", revision, requested=in_cluster)
 
 
 @task(help={"env": ENV_HELP})
