@@ -8,6 +8,7 @@ project's root, with alembic.ini in backend/.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -15,6 +16,7 @@ import pytest
 from psycopg2 import sql
 
 from tests.conftest import PASSWORD, ROLE, Server
+from tests.test_plan_base import git
 from tests.userproject import DECOY, FORMS, HEAD, UserProject
 from tests.watching import ProcessWatcher
 
@@ -81,9 +83,9 @@ def make_project(
 
 
 def every_task(project: UserProject, inv: Callable[..., str]) -> None:
-    """upgrade (offline, then online), current, check, revision, downgrade, history, backup,
-    restore and verify, as a user runs them after changing a model; `inv(*argv, expect=0)`
-    runs one task and returns its output."""
+    """upgrade (offline, then online), current, check, revision, plan (--base, --rehearse),
+    downgrade, history, backup, restore and verify, as a user runs them after changing a model;
+    `inv(*argv, expect=0)` runs one task and returns its output."""
     assert "CREATE EXTENSION IF NOT EXISTS citext" in inv("db.upgrade", "--sql")
     assert inv("db.current").strip() == ""  # offline: nothing was applied
     inv("db.upgrade")
@@ -96,9 +98,20 @@ def every_task(project: UserProject, inv: Callable[..., str]) -> None:
         )
     )
     inv("db.check", expect=1)
+    for command in (("init", "-q", "-b", "main"), ("add", "-A"), ("commit", "-q", "-m", "base")):
+        git(project.root, *command)
     inv("db.revision", "add user.is_active")
     (written,) = project.versions.glob("*add_user_is_active.py")
     assert "server_default='true'" in written.read_text()
+    # The pull request's plan: only the new revision, its lock measured on a copy.
+    report = json.loads(
+        inv("db.plan", "--base", "main", "--rehearse", "--format", "json", "--fail-on", "never")
+    )
+    (planned,) = report["revisions"]
+    assert planned["revision"] in written.name and report["from"] == HEAD
+    assert report["rehearsal"]["schema"].startswith("the target's schema")
+    on_user = [f for f in planned["findings"] if f["table"] == "user"]
+    assert on_user and all(f["lock"] == "ACCESS EXCLUSIVE" and f["measured"] for f in on_user)
     inv("db.upgrade")
     inv("db.downgrade", "-1")
     assert inv("db.current").strip() == HEAD

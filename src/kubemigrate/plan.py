@@ -9,12 +9,23 @@ measured); whether the code still running during a rolling deploy survives it; w
 `downgrade()` is written and whether it loses data; and, when the database is reachable, the
 row estimate and size of each table touched, read-only.
 
-The JSON shape (`--format json`) is versioned by its `version` field (1):
+With `--base GITREF`, the revisions are those the working tree adds to GITREF's
+(`kubemigrate.branches`); with `--rehearse`, they run on a throwaway copy and the locks and
+rewrites seen there replace the inferred ones (`kubemigrate.rehearsal`); each finding says
+which it holds.
 
-    {"version": 1, "environment": ..., "database": ..., "from": REV|null, "heads": [...],
-     "check": str, "revisions": [{"revision", "message", "sql", "online_only",
-     "findings": [{"rule", "severity", "statement", "lock", "rewrite", "table", "message"}],
-     "tables": [{"name", "rows", "bytes"}], "downgrade": {"present", "loses_data"}}]}
+The JSON shape (`--format json`) is versioned by its `version` field (1; new keys may be added
+within a version, none is removed or changes meaning):
+
+    {"version": 1, "environment": ..., "database": ..., "from": REV|null, "base": GITREF|null,
+     "heads": [...], "check": str,
+     "rehearsal": null | {"server", "schema", "failed": null | "REV: error"},
+     "revisions": [{"revision", "message", "sql", "online_only",
+       "findings": [{"rule", "severity", "statement", "lock", "rewrite", "table", "message",
+                     "measured"}],
+       "tables": [{"name", "rows", "bytes"}], "downgrade": {"present", "loses_data"},
+       "rehearsed": null | [{"statement", "locks": {TABLE: LOCK}, "rewrites": [TABLE],
+                             "measured"}]}]}
 """
 
 from __future__ import annotations
@@ -46,6 +57,13 @@ ERROR_RULES = {
     "renaming-table",
     "ban-drop-column",
     "ban-drop-table",
+}
+# The lock levels that stop the application's queries, and what they stop.
+BLOCKING = {
+    "SHARE": "writes",
+    "SHARE ROW EXCLUSIVE": "writes",
+    "EXCLUSIVE": "reads with FOR UPDATE and writes",
+    "ACCESS EXCLUSIVE": "reads and writes",
 }
 # squawk's rules about the session settings kubemigrate sets itself.
 OURS = {"require-lock-timeout", "require-statement-timeout", "prefer-robust-stmts"}
@@ -125,6 +143,7 @@ class Finding:
     rewrite: bool
     table: str | None
     message: str
+    measured: bool = False  # lock and rewrite seen in the rehearsal, not inferred
 
 
 @dataclass
@@ -136,6 +155,7 @@ class RevisionPlan:
     findings: list[Finding] = field(default_factory=list)
     tables: list[dict[str, Any]] = field(default_factory=list)
     downgrade: dict[str, bool] = field(default_factory=dict)
+    rehearsed: list[dict[str, Any]] | None = None  # per statement: locks, rewrites, measured
 
 
 @dataclass
@@ -146,6 +166,8 @@ class Plan:
     heads: list[str]
     check: str
     revisions: list[RevisionPlan]
+    base: str | None = None  # --base GITREF
+    rehearsal: dict[str, Any] | None = None  # server, schema, failed
 
     def worst(self) -> str | None:
         """The highest severity of any finding (None: no finding)."""
@@ -171,23 +193,38 @@ class Plan:
 # -- building the plan ---------------------------------------------------------------------------
 
 
-def plan(settings: Settings, *, since: str | None = None) -> Plan:
-    """The plan of the revisions after `since` (default: the database's revision) to head."""
+def plan(
+    settings: Settings,
+    *,
+    since: str | None = None,
+    base: str | None = None,
+    rehearse: bool = False,
+) -> Plan:
+    """The plan of the revisions after `since` (default: the database's revision) to head; with
+    `base` (a git ref), of the revisions the working tree adds to that ref's; `rehearse`: run
+    them on a throwaway copy, and measure their locks and rewrites."""
+    from kubemigrate import branches
     from kubemigrate.migrations import alembic_config, scripts
 
+    if since is not None and base is not None:
+        raise MigrationError("--since and --base both say where the plan starts: pass one")
     config = alembic_config(settings)
     directory = scripts(config)
     heads = list(directory.get_heads())
     known, shown, server_major = _database(settings)
-    start = since if since is not None else _single(known)
+    if base is not None:
+        start = branches.added(settings, directory, base).base_head
+    else:
+        start = since if since is not None else _single(known)
     chain = _chain(directory, start)
     revisions = [_revision(settings, script, server_major) for script in chain]
+    rehearsed = _rehearse(settings, revisions, start, known) if rehearse and chain else None
     if known is not None:
         _sizes(settings, revisions)
     check = "pending revisions: run it after the upgrade" if chain else "database not reachable"
     if known is not None and not chain:
         check = _check(settings)
-    return Plan(settings.environment, shown, start, heads, check, revisions)
+    return Plan(settings.environment, shown, start, heads, check, revisions, base, rehearsed)
 
 
 def _database(settings: Settings) -> tuple[tuple[str, ...] | None, str, int]:
@@ -283,16 +320,26 @@ def _render(settings: Settings, previous: str | None, revision: str) -> tuple[st
     return out.getvalue(), False
 
 
-def _statements(sql: str) -> list[str]:
-    """The migration's own statements (not Alembic's bookkeeping, not comments)."""
+def _split(sql: str) -> list[str]:
+    """The statements of a revision's offline SQL, its BEGIN and COMMIT included, without
+    comments."""
     found = []
     for chunk in sql.split(";\n"):
         lines = [line for line in chunk.splitlines() if line.strip() and not line.startswith("--")]
         text = "\n".join(lines).strip()
-        if not text or "alembic_version" in text or text.upper().startswith(("BEGIN", "COMMIT")):
-            continue
-        found.append(text)
+        if text:
+            found.append(text)
     return found
+
+
+def _statements(sql: str) -> list[str]:
+    """The migration's own statements (not BEGIN, COMMIT, nor the bookkeeping of
+    alembic_version)."""
+    return [
+        text
+        for text in _split(sql)
+        if "alembic_version" not in text and not re.fullmatch(r"(BEGIN|COMMIT)", text, re.I)
+    ]
 
 
 def lock_of(statement: str) -> Lock | None:
@@ -342,7 +389,7 @@ def _inferred(statements: list[str]) -> list[Finding]:
                 )
             )
         elif lock.level in ("ACCESS EXCLUSIVE", "SHARE"):
-            blocked = "reads and writes" if lock.level == "ACCESS EXCLUSIVE" else "writes"
+            blocked = BLOCKING[lock.level]
             findings.append(
                 Finding(
                     "blocking-lock",
@@ -443,6 +490,89 @@ def _sizes(settings: Settings, revisions: list[RevisionPlan]) -> None:
         revision.tables = [{"name": t, "rows": sizes[t][0], "bytes": sizes[t][1]} for t in touched]
 
 
+def _rehearse(
+    settings: Settings,
+    revisions: list[RevisionPlan],
+    start: str | None,
+    known: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    """Run the revisions on a throwaway copy (`kubemigrate.rehearsal`); each finding whose
+    statement ran there takes the lock and rewrite measured, and a measured rewrite or blocking
+    lock no rule inferred becomes a finding of its own."""
+    from kubemigrate import rehearsal
+
+    done = rehearsal.rehearse(
+        settings,
+        [
+            rehearsal.Revision(r.revision, None if r.online_only else _split(r.sql))
+            for r in revisions
+        ],
+        start=start,
+        recorded=known,
+    )
+    for revision in revisions:
+        statements = done.revisions.get(revision.revision)
+        if statements is None or revision.online_only:  # not reached, or applied unmeasured
+            continue
+        mine = set(_statements(revision.sql))
+        own = [s for s in statements if s.statement in mine]
+        revision.rehearsed = [asdict(s) for s in own]
+        for statement in own:
+            _take_measures(revision, statement)
+    failed = None
+    if done.failed is not None:
+        at, error = done.failed
+        failed = f"{at}: {error}"
+        for revision in revisions:
+            if revision.revision == at:
+                revision.findings.append(
+                    Finding(
+                        "rehearsal-failed",
+                        "error",
+                        "",
+                        None,
+                        False,
+                        None,
+                        f"failed on a copy of the schema: {error}",
+                    )
+                )
+    return {"server": done.server, "schema": done.schema, "failed": failed}
+
+
+def _take_measures(revision: RevisionPlan, measured: Any) -> None:
+    if not measured.measured:
+        return
+    own = [f for f in revision.findings if f.statement == measured.statement]
+    for finding in own:
+        if finding.table in measured.locks:
+            finding.lock = measured.locks[finding.table]
+            finding.rewrite = finding.table in measured.rewrites
+            finding.measured = True
+    if own:
+        return
+    for table, level in measured.locks.items():
+        rewrites = table in measured.rewrites
+        if not rewrites and level not in BLOCKING:
+            continue
+        message = (
+            "rewrites the table while holding the lock"
+            if rewrites
+            else f"blocks {BLOCKING[level]} on the table while it runs"
+        )
+        revision.findings.append(
+            Finding(
+                "rewrites-table" if rewrites else "blocking-lock",
+                "warning",
+                measured.statement,
+                level,
+                rewrites,
+                table,
+                message,
+                measured=True,
+            )
+        )
+
+
 def _check(settings: Settings) -> str:
     from kubemigrate import migrations
 
@@ -481,15 +611,37 @@ def describe(revision: RevisionPlan, finding: Finding) -> str:
     """One line: rule, lock on the table (its size), rewrite, message."""
     where = ""
     if finding.lock and finding.table:
-        where = f": {finding.lock} on {finding.table}{size(revision, finding.table)}"
+        how = " (measured)" if finding.measured else ""
+        where = f": {finding.lock}{how} on {finding.table}{size(revision, finding.table)}"
     rewrite = ", rewrites the table" if finding.rewrite else ""
     return f"{finding.severity}: {finding.rule}{where}{rewrite}: {finding.message}"
 
 
+def locks_line(result: Plan) -> str:
+    """Which lock levels were measured and which inferred."""
+    rehearsal = result.rehearsal
+    if rehearsal is None:
+        return "locks: inferred from PostgreSQL's documented lock levels (--rehearse measures them)"
+    line = (
+        f"locks: those marked (measured) were taken on a rehearsal on {rehearsal['server']}, "
+        f"from {rehearsal['schema']}; the others are inferred"
+    )
+    if rehearsal["failed"]:
+        line += f"; the rehearsal stopped at {rehearsal['failed']}"
+    return line
+
+
+def _span(result: Plan) -> str:
+    start = result.start or "base"
+    if result.base is not None:
+        start += f" ({result.base}'s head)"
+    return f"from {start} to {', '.join(result.heads)}: {len(result.revisions)} revision(s)"
+
+
 def as_text(result: Plan) -> str:
     lines = [
-        f"Plan for {result.environment} ({result.database}), from {result.start or 'base'} "
-        f"to {', '.join(result.heads)}: {len(result.revisions)} revision(s)"
+        f"Plan for {result.environment} ({result.database}), {_span(result)}",
+        locks_line(result),
     ]
     for revision in result.revisions:
         lines.append(f"\n{revision.revision}  {revision.message}")
@@ -521,7 +673,7 @@ def as_markdown(result: Plan, limit: int = COMMENT_LIMIT) -> str:
         summary.append(
             f"| `{revision.revision}` | {revision.message} | {errors} | {warnings} | {undo} |"
         )
-    summary += ["", f"check: {result.check}"]
+    summary += ["", f"{_span(result)}; check: {result.check}", "", locks_line(result)]
     sections = []
     for revision in result.revisions:
         sections += ["", f"#### `{revision.revision}` {revision.message}", ""]

@@ -59,10 +59,11 @@ class Graph:
         wanted = set(recorded)
         if not wanted <= self.parents.keys():
             return None
-        below = {ancestor for revision in wanted for ancestor in self._ancestors(revision)}
+        below = {ancestor for revision in wanted for ancestor in self.ancestors(revision)}
         return sorted(wanted - below)
 
-    def _ancestors(self, revision: str) -> set[str]:
+    def ancestors(self, revision: str) -> set[str]:
+        """Every revision `revision` follows, directly or not."""
         seen: set[str] = set()
         todo = list(self.parents.get(revision, ()))
         while todo:
@@ -106,11 +107,18 @@ def _versions_directory(ini: Path) -> Path | None:
 
 
 def _identifiers(path: Path) -> tuple[str, tuple[str, ...]] | None:
-    """`revision` and `down_revision` of one file, read as literals; None when the file does not
-    state them so, or depends on other revisions."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
+        return identifiers(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def identifiers(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """`revision` and `down_revision` of one revision file's text, read as literals; None when
+    the file does not state them so, or depends on other revisions."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
         return None
     values: dict[str, object] = {}
     for node in tree.body:

@@ -327,6 +327,10 @@ def init(c: Context, models: str = "app.models", directory: str = "migrations") 
 @task(
     help={
         "since": "Plan the revisions after REV (what a branch adds); default: the database's.",
+        "base": "Plan the revisions the working tree adds to GITREF's (a pull request's own), "
+        "checked on the merged tree: one head, descending from GITREF's.",
+        "rehearse": "Run them on a throwaway embedded copy of the schema and measure the locks "
+        "and table rewrites (the target is only read).",
         "format": "text (default), markdown (a pull-request comment) or json (versioned shape).",
         "fail_on": "Exit 1 on findings of this severity or worse: error (default), warning, never.",
         "env": ENV_HELP,
@@ -336,6 +340,8 @@ def init(c: Context, models: str = "app.models", directory: str = "migrations") 
 def plan(
     c: Context,
     since: str | None = None,
+    base: str | None = None,
+    rehearse: bool = False,
     format: str = "text",
     fail_on: str = "error",
     env: str | None = None,
@@ -348,7 +354,7 @@ def plan(
         raise MigrationError(f"unknown --format {format!r}; use text, markdown or json")
     if fail_on not in ("error", "warning", "never"):
         raise MigrationError(f"unknown --fail-on {fail_on!r}; use error, warning or never")
-    result = planning.plan(load(env), since=since)
+    result = planning.plan(load(env), since=since, base=base, rehearse=rehearse)
     print(shows[format](result), end="" if format == "markdown" else "\n")
     if result.fails(fail_on):
         raise MigrationError(
