@@ -81,7 +81,9 @@ def test_malformed_value_names_setting_and_file(tmp_path: Path, line: str, patte
 
 
 def test_every_setting_is_a_field_and_every_field_a_setting() -> None:
-    declared = [f.name for f in fields(Settings) if f.name not in ("project_dir", "sources")]
+    declared = [
+        f.name for f in fields(Settings) if f.name not in ("project_dir", "sources", "texts")
+    ]
     assert [s.attr for s in SETTINGS] == declared
     assert len({s.name for s in SETTINGS}) == len(SETTINGS)
 
@@ -128,6 +130,16 @@ def test_malformed_line_names_file_and_line_not_its_text(tmp_path: Path) -> None
         load(tmp_path)
     assert ".env, line 2" in str(info.value)
     assert "hunter2" not in str(info.value)
+
+
+def test_each_value_keeps_the_text_it_was_read_from(tmp_path: Path) -> None:
+    export = "POSTGRES_SERVER={host},POSTGRES_DB={database}"
+    settings = load(
+        tmp_path, environ={"KUBEMIGRATE_EXPORT": export, "KUBEMIGRATE_LOCK_TIMEOUT": "7"}
+    )
+    assert settings.text("export") == export and settings.export != export
+    assert settings.text("lock_timeout") == "7" and settings.lock_timeout == 7.0
+    assert settings.text("namespace") == "default"
 
 
 def test_secrets_stay_out_of_repr(tmp_path: Path) -> None:

@@ -220,10 +220,7 @@ def settings_value(settings: Settings, name: str) -> str | None:
     declared = BY_NAME[name]
     if settings.source(declared.attr) == "default":
         return None
-    current = getattr(settings, declared.attr)
-    if declared.attr == "export":
-        return ",".join(f"{name}={template}" for name, template in current)
-    return str(current)
+    return settings.text(declared.attr)
 
 
 def job_host(settings: Settings) -> str:

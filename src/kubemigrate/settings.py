@@ -444,12 +444,13 @@ class Settings:
     )
 
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    texts: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def __repr__(self) -> str:
         shown = ", ".join(
             f"{f.name}={'***' if _is_secret(f) else getattr(self, f.name)!r}"
             for f in fields(self)
-            if f.name != "sources"
+            if f.name not in ("sources", "texts")
         )
         return f"Settings({shown})"
 
@@ -460,6 +461,11 @@ class Settings:
     def source(self, attr: str) -> str:
         """Where the value of `attr` came from: default, a file name, the environment or --env."""
         return self.sources.get(attr, "default")
+
+    def text(self, attr: str) -> str:
+        """The text the value of `attr` was read from, as a `.env` file would hold it."""
+        declared = next(setting for setting in SETTINGS if setting.attr == attr)
+        return self.texts.get(attr, declared.default)
 
 
 def _is_secret(declared: Field[Any]) -> bool:
@@ -568,11 +574,13 @@ def load_settings(
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    texts: dict[str, str] = {}
     for setting in SETTINGS:
         text, origin = raw.get(setting.name, (setting.default, "default"))
         values[setting.attr] = _parse(setting, text, origin)
         sources[setting.attr] = origin
-    return Settings(project_dir=project, sources=sources, **values)
+        texts[setting.attr] = text
+    return Settings(project_dir=project, sources=sources, texts=texts, **values)
 
 
 def _parse(setting: Setting, text: str, origin: str) -> Any:
