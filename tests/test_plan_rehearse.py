@@ -207,3 +207,38 @@ def test_on_the_k8s_target_the_schema_is_dumped_in_the_pod(
     assert schema_and_rows(pg_server, database) == before
     assert PASSWORD not in shown.output
     assert not EmbeddedPostgres(k8s.root / "pgdata").status().running
+
+
+def test_a_trigger_function_is_rehearsed_whole_and_its_lock_measured(
+    project: Project, pg_server: Server, database: str, embedded: EmbeddedPostgres
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    project.add_revision(
+        "dddd00000001",
+        project.head(),
+        'op.execute("""CREATE FUNCTION shout() RETURNS trigger AS $$',
+        "BEGIN",
+        "    NEW.title := upper(NEW.title);",
+        "    RETURN NEW;",
+        'END; $$ LANGUAGE plpgsql""")',
+        'op.execute("CREATE TRIGGER shouting BEFORE INSERT ON book '
+        'FOR EACH ROW EXECUTE FUNCTION shout()")',
+    )
+    shown = project.inv("db.plan", "--rehearse", "--format", "json", "--fail-on", "never")
+    assert shown.code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert report["rehearsal"]["failed"] is None
+    (revision,) = report["revisions"]
+    function, trigger = revision["rehearsed"]
+    assert (
+        function["statement"].startswith("CREATE FUNCTION")
+        and "RETURN NEW" in function["statement"]
+    )
+    assert trigger["locks"] == {"book": "SHARE ROW EXCLUSIVE"}
+    # No rule knows CREATE TRIGGER: the measured lock is a finding of its own.
+    measured = findings(report, "dddd00000001")["blocking-lock"]
+    assert (measured["lock"], measured["measured"], measured["table"]) == (
+        "SHARE ROW EXCLUSIVE",
+        True,
+        "book",
+    )

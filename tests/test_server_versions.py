@@ -116,3 +116,29 @@ def test_a_bin_directory_without_a_server_is_refused(tmp_path: Path) -> None:
     refused = project.inv("db.upgrade")
     assert refused.code == 1 and "holds no PostgreSQL server" in refused.stderr, refused.output
     assert (bin_dir() / "postgres").is_file()
+
+
+@pytest.mark.parametrize(
+    ("settings", "major"),
+    [({}, "18"), pytest.param({"KUBEMIGRATE_POSTGRES_BIN": str(DEBIAN_15)}, "15", marks=needs_15)],
+    ids=["embedded-18", "debian-15"],
+)
+def test_a_rehearsal_on_each_version(tmp_path: Path, settings: dict[str, str], major: str) -> None:
+    """The embedded server is the target here: the copy is a second database on it."""
+    project = embedded_project(tmp_path, **settings)
+    try:
+        assert project.inv("db.upgrade").code == 0
+        project.add_revision(
+            "f1f1f1f1f1f1", project.head(), 'op.alter_column("book", "id", type_=sa.BigInteger())'
+        )
+        shown = project.inv("db.plan", "--rehearse", "--format", "json", "--fail-on", "never")
+        assert shown.code == 0, shown.output
+        report = json.loads(shown.stdout)
+        assert report["rehearsal"]["server"].startswith(f"PostgreSQL {major}.")
+        assert report["rehearsal"]["schema"].startswith("the target's schema")
+        ((statement,),) = [r["rehearsed"] for r in report["revisions"]]
+        assert statement["rewrites"] == ["book"]
+        assert statement["locks"]["book"] == "ACCESS EXCLUSIVE"
+        assert "f1f1f1f1f1f1" not in project.inv("db.current").stdout  # the target: unchanged
+    finally:
+        stop(project)

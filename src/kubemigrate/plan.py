@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemigrate.errors import KubemigrateError, MigrationError
+from kubemigrate.statements import split
 
 if TYPE_CHECKING:
     from alembic.script import Script
@@ -320,24 +321,12 @@ def _render(settings: Settings, previous: str | None, revision: str) -> tuple[st
     return out.getvalue(), False
 
 
-def _split(sql: str) -> list[str]:
-    """The statements of a revision's offline SQL, its BEGIN and COMMIT included, without
-    comments."""
-    found = []
-    for chunk in sql.split(";\n"):
-        lines = [line for line in chunk.splitlines() if line.strip() and not line.startswith("--")]
-        text = "\n".join(lines).strip()
-        if text:
-            found.append(text)
-    return found
-
-
 def _statements(sql: str) -> list[str]:
     """The migration's own statements (not BEGIN, COMMIT, nor the bookkeeping of
     alembic_version)."""
     return [
         text
-        for text in _split(sql)
+        for text in split(sql)
         if "alembic_version" not in text and not re.fullmatch(r"(BEGIN|COMMIT)", text, re.I)
     ]
 
@@ -504,7 +493,7 @@ def _rehearse(
     done = rehearsal.rehearse(
         settings,
         [
-            rehearsal.Revision(r.revision, None if r.online_only else _split(r.sql))
+            rehearsal.Revision(r.revision, None if r.online_only else split(r.sql))
             for r in revisions
         ],
         start=start,

@@ -272,9 +272,22 @@ def _restore_schema(
                 def sink(chunk: bytes) -> None:
                     out.write(chunk)
 
-                where.run("pg_dump", "--format=custom", "--schema-only", sink=sink)
+                where.run(
+                    "pg_dump",
+                    "--format=custom",
+                    "--schema-only",
+                    "--no-publications",
+                    "--no-subscriptions",
+                    sink=sink,
+                )
             Client(parse_url(url, "the rehearsal's copy"), binaries=server.programs).run(
-                "pg_restore", "--no-owner", "--no-privileges", "--dbname", name, input_file=dump
+                "pg_restore",
+                "--no-owner",
+                "--no-privileges",
+                "--no-tablespaces",
+                "--dbname",
+                name,
+                input_file=dump,
             )
         except BackupError as exc:
             raise MigrationError(
