@@ -71,6 +71,24 @@ def test_the_plan_holds_exactly_the_branchs_revisions(project: Project, reposito
     assert f"from {repository} (main's head)" in text.stdout, text.output
 
 
+def test_a_base_revision_in_another_encoding_is_read(project: Project) -> None:
+    """git hands over bytes: a Latin-1 revision file must not shift the files after it."""
+    head = project.head()
+    (project.versions / "0000_latin.py").write_bytes(
+        b'# -*- coding: latin-1 -*-\n"""caf\xe9"""\n\nrevision = "eeee00000001"\n'
+        + f"down_revision = {head!r}\n".encode()
+        + b"branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    pass\n"
+        + b"\n\ndef downgrade() -> None:\n    pass\n"
+    )
+    git(project.root, "init", "-q", "-b", "main")
+    git(project.root, "add", "-A")
+    git(project.root, "commit", "-q", "-m", "base")
+    project.add_revision("eeee00000002", "eeee00000001")
+    report = planned(project, "--base", "main")
+    assert [r["revision"] for r in report["revisions"]] == ["eeee00000002"]
+    assert report["from"] == "eeee00000001"
+
+
 def test_a_base_that_moved_on_is_refused_until_the_branch_follows_it(
     project: Project, repository: str
 ) -> None:

@@ -111,11 +111,14 @@ def _contents(top: Path, ref: str, paths: list[str]) -> list[tuple[str, str]]:
     done = children.run(children.command("git"), "cat-file", "--batch", cwd=str(top), input=asked)
     if not done.ok:
         raise MigrationError(done.describe(f"git cat-file of {ref}'s revisions"))
-    data = done.output.encode()
+    data = done.data
     found = []
     for path in paths:
         header, _, data = data.partition(b"\n")
-        size = int(header.split()[2])
+        fields = header.split()
+        if len(fields) != 3 or not fields[2].isdigit():
+            raise MigrationError(f"git cat-file could not read {ref}:{path}")
+        size = int(fields[2])
         found.append((path, data[:size].decode("utf-8", errors="replace")))
         data = data[size + 1 :]
     return found

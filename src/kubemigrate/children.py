@@ -22,6 +22,7 @@ other error, stops that child before the exception goes on; a child started with
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import io
 import itertools
@@ -81,6 +82,7 @@ class Finished:
     output: str = ""
     errors: Tail = field(default_factory=Tail)
     bytes: int = 0  # `stream`: how much output went to the sink
+    data: builtins.bytes = b""  # `run`: the output as the child wrote it
 
     @property
     def ok(self) -> bool:
@@ -139,8 +141,8 @@ def run(
         _new_session=new_session,
     )
     code = _wait(process)
-    output = process.stdout.decode(errors="replace") if code is not None else ""
-    return Finished(code, output, errors)
+    data = bytes(process.stdout) if code is not None else b""
+    return Finished(code, data.decode(errors="replace"), errors, data=data)
 
 
 def stream(
