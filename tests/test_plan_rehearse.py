@@ -123,6 +123,9 @@ def test_the_rehearsal_measures_locks_and_rewrites_and_changes_nothing(
     ]
     assert concurrent["measured"] is False and "CONCURRENTLY" in concurrent["statement"]
 
+    # db.check on the copy after the last revision: the models know no isbn column.
+    assert report["check"].startswith("fail: the models and the migrations disagree")
+    assert report["check"].endswith("(on the rehearsal's copy, after the pending revisions)")
     # The environment's database: the same schema, the same rows, the same revision.
     assert schema_and_rows(pg_server, database) == before
     assert pg_server.execute("SELECT version_num FROM alembic_version", database=database) == [

@@ -110,6 +110,7 @@ def every_task(project: UserProject, inv: Callable[..., str]) -> None:
     (planned,) = report["revisions"]
     assert planned["revision"] in written.name and report["from"] == HEAD
     assert report["rehearsal"]["schema"].startswith("the target's schema")
+    assert report["check"].startswith("ok: the models and the migrations agree (on the rehearsal")
     on_user = [f for f in planned["findings"] if f["table"] == "user"]
     assert on_user and all(f["lock"] == "ACCESS EXCLUSIVE" and f["measured"] for f in on_user)
     inv("db.upgrade")

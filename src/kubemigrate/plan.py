@@ -205,7 +205,7 @@ def plan(
     `base` (a git ref), of the revisions the working tree adds to that ref's; `rehearse`: run
     them on a throwaway copy, and measure their locks and rewrites."""
     from kubemigrate import branches
-    from kubemigrate.migrations import alembic_config, scripts
+    from kubemigrate.migrations import alembic_config, check_verdict, scripts
 
     if since is not None and base is not None:
         raise MigrationError("--since and --base both say where the plan starts: pass one")
@@ -224,7 +224,9 @@ def plan(
         _sizes(settings, revisions)
     check = "pending revisions: run it after the upgrade" if chain else "database not reachable"
     if known is not None and not chain:
-        check = _check(settings)
+        check = check_verdict(settings)
+    if rehearsed is not None and rehearsed["check"] is not None:
+        check = f"{rehearsed['check']} (on the rehearsal's copy, after the pending revisions)"
     return Plan(settings.environment, shown, start, heads, check, revisions, base, rehearsed)
 
 
@@ -525,7 +527,7 @@ def _rehearse(
                         f"failed on a copy of the schema: {error}",
                     )
                 )
-    return {"server": done.server, "schema": done.schema, "failed": failed}
+    return {"server": done.server, "schema": done.schema, "failed": failed, "check": done.check}
 
 
 def _take_measures(revision: RevisionPlan, measured: Any) -> None:
@@ -560,16 +562,6 @@ def _take_measures(revision: RevisionPlan, measured: Any) -> None:
                 measured=True,
             )
         )
-
-
-def _check(settings: Settings) -> str:
-    from kubemigrate import migrations
-
-    try:
-        migrations.check(settings)
-    except KubemigrateError as exc:
-        return f"fail: {exc}"
-    return "ok: the models and the migrations agree"
 
 
 # -- showing it ----------------------------------------------------------------------------------

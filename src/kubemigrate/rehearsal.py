@@ -17,7 +17,9 @@ application meets while the statement runs. The transaction commits on the copy,
 revision finds the schema it expects; dropping the copy undoes it all. A statement the SQL puts
 outside a transaction (an autocommit block, for `CONCURRENTLY`) and a revision that renders only
 online (it reads the database) run unmeasured, the latter through Alembic on the copy; a
-`CONCURRENTLY` left inside a transaction fails on the copy as it would on the target.
+`CONCURRENTLY` left inside a transaction fails on the copy as it would on the target. When
+every revision ran, `db.check` runs on the copy: whether the models agree with the schema the
+release will leave.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class Rehearsal:
     schema: str  # where the copy's schema came from
     revisions: dict[str, list[Statement]] = field(default_factory=dict)
     failed: tuple[str, str] | None = None  # (revision, the error's first line)
+    check: str | None = None  # db.check's verdict on the copy, after the last revision
 
 
 def strongest(modes: list[str]) -> str:
@@ -150,6 +153,10 @@ def _rehearse(
                     break
         finally:
             connection.close()
+        if result.failed is None:
+            from kubemigrate.migrations import check_verdict
+
+            result.check = check_verdict(_on_copy(settings, url))
     return result
 
 
@@ -310,7 +317,13 @@ def _upgrade(settings: Settings, url: str, revision: str) -> None:
     """Alembic's upgrade to `revision` on the copy, through the project's env.py."""
     from kubemigrate import migrations
 
-    copy = dataclasses.replace(
+    migrations.upgrade(_on_copy(settings, url), revision)
+
+
+def _on_copy(settings: Settings, url: str) -> Settings:
+    """The settings with the copy as their database (an environment of its own, so that the
+    invocation's session never hands the copy out for the target)."""
+    return dataclasses.replace(
         settings,
         environment=f"{settings.environment}-rehearsal",
         target="local",
@@ -318,4 +331,3 @@ def _upgrade(settings: Settings, url: str, revision: str) -> None:
         protected=False,
         runner="local",
     )
-    migrations.upgrade(copy, revision)
