@@ -140,16 +140,23 @@ def test_refuses_bad_names(tmp_path: Path, models: str, directory: str, pattern:
     assert tree(tmp_path) == []
 
 
-def alembic(project: Path, database_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
-    """Run the bare `alembic` command in `project`, with DATABASE_URL and nothing else of ours."""
+def module(
+    project: Path, database_url: str, name: str, *argv: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m NAME ARGV` in `project`, with DATABASE_URL and nothing else of ours."""
     return subprocess.run(
-        [sys.executable, "-m", "alembic", *argv],
+        [sys.executable, "-m", name, *argv],
         cwd=project,
         env=clean_environ(DATABASE_URL=database_url),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
+
+
+def alembic(project: Path, database_url: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The bare `alembic` command in `project`."""
+    return module(project, database_url, "alembic", *argv)
 
 
 @pytest.mark.e2e
@@ -197,14 +204,7 @@ def test_inv_db_init_then_revision_and_upgrade(
     (tmp_path / "shop" / "main.py").write_text('raise RuntimeError("not for migrations")\n')
 
     def inv(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "invoke", *argv],
-            cwd=tmp_path,
-            env=clean_environ(DATABASE_URL=database_url),
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        return module(tmp_path, database_url, "invoke", *argv)
 
     made = inv("db.init", "--models", "shop.models")
     assert made.returncode == 0, made.stderr

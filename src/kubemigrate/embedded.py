@@ -30,6 +30,8 @@ from kubemigrate.errors import DatabaseError
 from kubemigrate.layout import create_ignored
 
 if TYPE_CHECKING:
+    import psycopg2.extensions
+
     from kubemigrate.settings import Settings
 
 SUPERUSER = "postgres"
@@ -173,12 +175,17 @@ class EmbeddedPostgres:
         )
         return self.status()
 
+    def connect(self, database: str = "postgres") -> psycopg2.extensions.connection:
+        """A bare psycopg2 connection to `database` on the running server (local trust)."""
+        import psycopg2
+
+        return psycopg2.connect(self.url(database).replace("+psycopg2", ""), connect_timeout=10)
+
     def ensure_database(self, name: str) -> None:
         """Create database `name` if it does not exist."""
-        import psycopg2
         from psycopg2 import sql
 
-        conn = psycopg2.connect(self.url("postgres").replace("+psycopg2", ""), connect_timeout=10)
+        conn = self.connect()
         try:
             conn.autocommit = True
             with conn.cursor() as cur:

@@ -44,6 +44,7 @@ from kubemigrate.statements import split
 if TYPE_CHECKING:
     from alembic.script import Script
 
+    from kubemigrate import rehearsal
     from kubemigrate.settings import Settings
 
 VERSION = 1
@@ -219,7 +220,9 @@ def plan(
         start = since if since is not None else _single(known)
     chain = _chain(directory, start)
     revisions = [_revision(settings, script, server_major) for script in chain]
-    rehearsed = _rehearse(settings, revisions, start, known) if rehearse and chain else None
+    rehearsed = None
+    if rehearse and chain:
+        rehearsed = _rehearse(settings, revisions, start, known, server_major)
     if known is not None:
         _sizes(settings, revisions)
     check = "pending revisions: run it after the upgrade" if chain else "database not reachable"
@@ -275,14 +278,8 @@ def _revision(settings: Settings, script: Script, server_major: int) -> Revision
     )
     if online_only:
         result.findings.append(
-            Finding(
-                "online-only",
-                "warning",
-                "",
-                None,
-                False,
-                None,
-                "cannot be rendered offline (it reads the database); review its code",
+            _note(
+                "online-only", "cannot be rendered offline (it reads the database); review its code"
             )
         )
         return result
@@ -290,20 +287,10 @@ def _revision(settings: Settings, script: Script, server_major: int) -> Revision
     result.findings += _inferred(statements)
     result.findings += _squawk(settings, statements, server_major)
     if not result.downgrade["present"]:
-        result.findings.append(
-            Finding("no-downgrade", "warning", "", None, False, None, "downgrade() does nothing")
-        )
+        result.findings.append(_note("no-downgrade", "downgrade() does nothing"))
     elif result.downgrade["loses_data"]:
         result.findings.append(
-            Finding(
-                "downgrade-loses-data",
-                "warning",
-                "",
-                None,
-                False,
-                None,
-                "downgrade() drops a table or column: its data is lost",
-            )
+            _note("downgrade-loses-data", "downgrade() drops a table or column: its data is lost")
         )
     return result
 
@@ -367,32 +354,28 @@ def _inferred(statements: list[str]) -> list[Finding]:
                     "contract over two releases",
                 )
             )
-        elif lock.rewrite:
-            findings.append(
-                Finding(
-                    "rewrites-table",
-                    "warning",
-                    statement,
-                    lock.level,
-                    True,
-                    table,
-                    "rewrites the table while holding the lock",
-                )
-            )
-        elif lock.level in ("ACCESS EXCLUSIVE", "SHARE"):
-            blocked = BLOCKING[lock.level]
-            findings.append(
-                Finding(
-                    "blocking-lock",
-                    "warning",
-                    statement,
-                    lock.level,
-                    False,
-                    table,
-                    f"blocks {blocked} on the table while it runs",
-                )
-            )
+        elif lock.rewrite or lock.level in ("ACCESS EXCLUSIVE", "SHARE"):
+            findings.append(_lock_finding(statement, lock.level, lock.rewrite, table))
     return findings
+
+
+def _note(rule: str, message: str, severity: str = "warning") -> Finding:
+    """A finding about the revision as a whole, not about one of its statements."""
+    return Finding(rule, severity, "", None, False, None, message)
+
+
+def _lock_finding(
+    statement: str, level: str, rewrite: bool, table: str | None, *, measured: bool = False
+) -> Finding:
+    """A warning that `statement` rewrites `table`, else that it blocks the application, while
+    holding lock `level`."""
+    if rewrite:
+        message = "rewrites the table while holding the lock"
+        return Finding(
+            "rewrites-table", "warning", statement, level, True, table, message, measured
+        )
+    message = f"blocks {BLOCKING[level]} on the table while it runs"
+    return Finding("blocking-lock", "warning", statement, level, False, table, message, measured)
 
 
 def _squawk(settings: Settings, statements: list[str], server_major: int) -> list[Finding]:
@@ -486,6 +469,7 @@ def _rehearse(
     revisions: list[RevisionPlan],
     start: str | None,
     known: tuple[str, ...] | None,
+    server_major: int,
 ) -> dict[str, Any]:
     """Run the revisions on a throwaway copy (`kubemigrate.rehearsal`); each finding whose
     statement ran there takes the lock and rewrite measured, and a measured rewrite or blocking
@@ -500,6 +484,7 @@ def _rehearse(
         ],
         start=start,
         recorded=known,
+        server_major=server_major,
     )
     for revision in revisions:
         statements = done.revisions.get(revision.revision)
@@ -517,20 +502,14 @@ def _rehearse(
         for revision in revisions:
             if revision.revision == at:
                 revision.findings.append(
-                    Finding(
-                        "rehearsal-failed",
-                        "error",
-                        "",
-                        None,
-                        False,
-                        None,
-                        f"failed on a copy of the schema: {error}",
-                    )
+                    _note("rehearsal-failed", f"failed on a copy of the schema: {error}", "error")
                 )
     return {"server": done.server, "schema": done.schema, "failed": failed, "check": done.check}
 
 
-def _take_measures(revision: RevisionPlan, measured: Any) -> None:
+def _take_measures(revision: RevisionPlan, measured: rehearsal.Statement) -> None:
+    """The statement's findings take its measured lock and rewrite; a statement no rule flagged
+    gets a finding for each table it rewrote or blocked."""
     if not measured.measured:
         return
     own = [f for f in revision.findings if f.statement == measured.statement]
@@ -543,25 +522,10 @@ def _take_measures(revision: RevisionPlan, measured: Any) -> None:
         return
     for table, level in measured.locks.items():
         rewrites = table in measured.rewrites
-        if not rewrites and level not in BLOCKING:
-            continue
-        message = (
-            "rewrites the table while holding the lock"
-            if rewrites
-            else f"blocks {BLOCKING[level]} on the table while it runs"
-        )
-        revision.findings.append(
-            Finding(
-                "rewrites-table" if rewrites else "blocking-lock",
-                "warning",
-                measured.statement,
-                level,
-                rewrites,
-                table,
-                message,
-                measured=True,
+        if rewrites or level in BLOCKING:
+            revision.findings.append(
+                _lock_finding(measured.statement, level, rewrites, table, measured=True)
             )
-        )
 
 
 # -- showing it ----------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from kubemigrate.errors import KubemigrateError, MigrationError
 
 if TYPE_CHECKING:
+    from kubemigrate.embedded import EmbeddedPostgres
     from kubemigrate.settings import Settings
 
 # Weakest first, as PostgreSQL's documentation lists the table-level lock modes.
@@ -104,17 +105,18 @@ def rehearse(
     *,
     start: str | None,
     recorded: tuple[str, ...] | None,
+    server_major: int = 0,
 ) -> Rehearsal:
     """Run `revisions` on a throwaway copy of the target (see the module's docstring): the copy
-    starts at `start` (None: base); `recorded` is the target's revision, None when it cannot be
-    reached."""
+    starts at `start` (None: base); `recorded` is the target's revision and `server_major` its
+    major version, as the plan read them (None and 0 when it cannot be reached)."""
     from kubemigrate.embedded import EmbeddedPostgres
 
     server = EmbeddedPostgres.for_settings(settings)
     was_running = server.status().running
     server.start()
     try:
-        return _rehearse(settings, server, revisions, start=start, recorded=recorded)
+        return _rehearse(settings, server, revisions, start, recorded, server_major)
     finally:
         if not was_running:  # leave the machine as it was: a CI job has no server to stop
             server.stop()
@@ -122,24 +124,24 @@ def rehearse(
 
 def _rehearse(
     settings: Settings,
-    server: Any,
+    server: EmbeddedPostgres,
     revisions: list[Revision],
-    *,
     start: str | None,
     recorded: tuple[str, ...] | None,
+    server_major: int,
 ) -> Rehearsal:
     import psycopg2
 
     with _copy(server) as (name, url):
         from_target = recorded is not None and tuple(recorded) == ((start,) if start else ())
         if from_target:
-            _restore_schema(settings, server, name, url, recorded or ())
+            _restore_schema(settings, server, name, recorded or (), server_major)
             schema = "the target's schema (pg_dump --schema-only)"
         else:
             if start is not None:
                 _upgrade(settings, url, start)
             schema = f"the migrations from base to {start or 'base'}"
-        connection = psycopg2.connect(url.replace("+psycopg2", ""), connect_timeout=10)
+        connection = server.connect(name)
         try:
             connection.autocommit = True
             version = _server_version(connection)
@@ -234,13 +236,12 @@ def _server_version(connection: Any) -> str:
 
 
 @contextmanager
-def _copy(server: Any) -> Iterator[tuple[str, str]]:
+def _copy(server: EmbeddedPostgres) -> Iterator[tuple[str, str]]:
     """A new, empty database on the embedded server (its name and URL), dropped on the way out."""
-    import psycopg2
     from psycopg2 import sql
 
     name = f"kubemigrate_rehearsal_{secrets.token_hex(6)}"
-    admin = psycopg2.connect(server.url("postgres").replace("+psycopg2", ""), connect_timeout=10)
+    admin = server.connect()
     admin.autocommit = True
     try:
         with admin.cursor() as cursor:
@@ -257,20 +258,23 @@ def _copy(server: Any) -> Iterator[tuple[str, str]]:
 
 
 def _restore_schema(
-    settings: Settings, server: Any, name: str, url: str, recorded: tuple[str, ...]
+    settings: Settings,
+    server: EmbeddedPostgres,
+    name: str,
+    recorded: tuple[str, ...],
+    server_major: int,
 ) -> None:
-    """The target's schema, dumped where backups dump it, restored into the copy; the target's
-    revision recorded in the copy's alembic_version."""
-    import psycopg2
-
-    from kubemigrate.backups import client, facts
+    """The target's schema, dumped where backups dump it (with a pg_dump for `server_major`),
+    restored into the copy `name`; the target's revision recorded in the copy's
+    alembic_version."""
+    from kubemigrate.backups import client
     from kubemigrate.errors import BackupError
     from kubemigrate.pgclient import Client
     from kubemigrate.target import database
     from kubemigrate.urls import parse_url
 
     db = database(settings)
-    where, _ = client(settings, db, facts(db).server_major)
+    where, _ = client(settings, db, server_major)
     with tempfile.TemporaryDirectory(prefix="kubemigrate-rehearsal-") as scratch:
         dump = Path(scratch) / "schema.dump"
         try:
@@ -287,7 +291,8 @@ def _restore_schema(
                     "--no-subscriptions",
                     sink=sink,
                 )
-            Client(parse_url(url, "the rehearsal's copy"), binaries=server.programs).run(
+            copy = parse_url(server.url(name), "the rehearsal's copy")
+            Client(copy, binaries=server.programs).run(
                 "pg_restore",
                 "--no-owner",
                 "--no-privileges",
@@ -300,7 +305,7 @@ def _restore_schema(
             raise MigrationError(
                 f"cannot copy the target's schema for the rehearsal: {exc}"
             ) from None
-    connection = psycopg2.connect(url.replace("+psycopg2", ""), connect_timeout=10)
+    connection = server.connect(name)
     try:
         with connection, connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass('alembic_version') IS NOT NULL")

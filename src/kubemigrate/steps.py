@@ -66,12 +66,20 @@ def migrate(
     journal.record("upgrade")
 
 
-def change(settings: Settings, command: str, revision: str, *, requested: bool = False) -> None:
+def change(
+    settings: Settings,
+    command: str,
+    revision: str,
+    *,
+    requested: bool = False,
+    sql: bool = False,
+) -> None:
     """Run Alembic's `command` (upgrade, downgrade, stamp) to `revision`: here, or as a
-    Kubernetes Job when `requested` (--in-cluster) or KUBEMIGRATE_RUNNER=job."""
+    Kubernetes Job when `requested` (--in-cluster) or KUBEMIGRATE_RUNNER=job. `sql` prints the
+    SQL instead, here."""
     from kubemigrate import migrations
 
-    if in_cluster(settings, requested):
+    if not sql and in_cluster(settings, requested):
         run_in_cluster(settings, command, revision)
         return
     commands = {
@@ -79,7 +87,7 @@ def change(settings: Settings, command: str, revision: str, *, requested: bool =
         "downgrade": migrations.downgrade,
         "stamp": migrations.stamp,
     }
-    commands[command](settings, revision)
+    commands[command](settings, revision, sql=sql)
 
 
 def in_cluster(settings: Settings, requested: bool) -> bool:

@@ -81,14 +81,12 @@ def downgrade(
     env: str | None = None,
 ) -> None:
     """Downgrade the database to REVISION."""
-    from kubemigrate import migrations, steps
+    from kubemigrate import steps
 
     settings = load(env)
-    if sql:
-        migrations.downgrade(settings, revision, sql=True)
-        return
-    confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
-    steps.change(settings, "downgrade", revision, requested=in_cluster)
+    if not sql:
+        confirm_if_protected(settings, f"Downgrade {settings.environment} to {revision}?", yes)
+    steps.change(settings, "downgrade", revision, requested=in_cluster, sql=sql)
 
 
 @task(help={"verbose": "Show each revision in full.", "env": ENV_HELP})
@@ -190,14 +188,12 @@ def stamp(
     env: str | None = None,
 ) -> None:
     """Record REVISION as current without running migrations."""
-    from kubemigrate import migrations, steps
+    from kubemigrate import steps
 
     settings = load(env)
-    if sql:
-        migrations.stamp(settings, revision, sql=True)
-        return
-    confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
-    steps.change(settings, "stamp", revision, requested=in_cluster)
+    if not sql:
+        confirm_if_protected(settings, f"Stamp {settings.environment} as {revision}?", yes)
+    steps.change(settings, "stamp", revision, requested=in_cluster, sql=sql)
 
 
 @task(help={"env": ENV_HELP})
