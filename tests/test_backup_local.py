@@ -304,3 +304,20 @@ def test_losing_the_snapshot_connection_mid_dump_keeps_the_backup(
     dump = backup_in_process(project, database_url, run)
     assert killed == [(True,)]
     assert dumped_revision(dump) == project.head()
+
+
+def test_a_dump_newer_than_the_local_pg_restore_names_the_client_it_needs(
+    project: Project, pg_server: Server, database: str
+) -> None:
+    assert project.inv("db.upgrade").code == 0
+    dump = Path(project.inv("db.backup").stdout.strip())
+    sidecar = dump.with_suffix(".json")
+    record = json.loads(sidecar.read_text())
+    record["dumped_by"] = "/opt/pg19/bin/pg_dump (pg_dump (PostgreSQL) 19.1)"
+    sidecar.write_text(json.dumps(record))
+    refused = project.inv("db.restore", str(dump), "--yes")
+    assert refused.code == 1, refused.output
+    (line,) = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert f"the pg_dump that wrote {dump.name} (PostgreSQL 19)" in line, line
+    assert "postgresql-client-19" in line and "KUBEMIGRATE_POSTGRES_BIN" in line, line
+    assert "Traceback" not in refused.output

@@ -65,11 +65,30 @@ def test_its_own_alembic_writes_the_migrations_offline(
     """The project's env.py and migrations work with plain Alembic (no kubemigrate)."""
     project = user_project(form)
     url = "postgresql+psycopg://nobody@offline.invalid/none"
+    parts = {"USER": "nobody", "PASSWORD": "", "HOST": "offline.invalid", "PORT": "5432"}
+    env = {"DATABASE_URL": url, **{f"DATABASE_{k}": v for k, v in parts.items()}}
     sql = project.run(
-        "-m", "alembic", "upgrade", "head", "--sql", cwd=project.backend, DATABASE_URL=url
+        "-m",
+        "alembic",
+        "upgrade",
+        "head",
+        "--sql",
+        cwd=project.backend,
+        DATABASE_NAME="none",
+        **env,
     )
     assert sql.code == 0, sql.output
     assert "CREATE EXTENSION IF NOT EXISTS citext" in sql.stdout
     assert 'CREATE TABLE "user"' in sql.stdout and "CREATE TABLE item" in sql.stdout
     assert f"version_num='{HEAD}'" in sql.stdout
     assert sorted(path.name[:12] for path in project.versions.glob("*.py")) == list(REVISIONS)
+
+
+def test_the_async_forms_revisions_need_the_applications_settings(
+    user_project: Callable[..., UserProject],
+) -> None:
+    """What makes the async form a test of the export mode: plain Alembic cannot even list its
+    revisions without the variables only the migration run has."""
+    project = user_project("async")
+    listed = project.run("-m", "alembic", "history", cwd=project.backend)
+    assert listed.code != 0 and "DATABASE_USER" in listed.output, listed.output

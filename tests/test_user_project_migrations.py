@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from psycopg2 import sql
 
 from tests.conftest import PASSWORD, ROLE, Server
 from tests.test_plan_base import git
-from tests.userproject import DECOY, FORMS, HEAD, UserProject
+from tests.userproject import ASYNC_EXPORT, DECOY, FORMS, HEAD, UserProject, migration
 from tests.watching import ProcessWatcher
 
 pytestmark = pytest.mark.e2e
-pytest_plugins = ["tests.userproject"]
+pytest_plugins = ["tests.userproject", "tests.servers"]
 
 INI = "backend/alembic.ini"
 # The application's settings read these: KUBEMIGRATE_EXPORT fills them from the target.
@@ -29,6 +30,8 @@ PARTS = (
     "POSTGRES_SERVER={host},POSTGRES_PORT={port},POSTGRES_USER={user},"
     "POSTGRES_PASSWORD={password},POSTGRES_DB={database}"
 )
+# KUBEMIGRATE_EXPORT for each form of env.py (the url form's is the default).
+EXPORTS = {"settings": PARTS, "async": ASYNC_EXPORT}
 
 
 def make_database(server: Server) -> str:
@@ -51,11 +54,12 @@ def revision_of(server: Server, database: str) -> object:
 
 
 def staging(project: UserProject, form: str, url: str, **more: str) -> None:
-    """`.env.staging`: the target's URL with psycopg 3, and for a settings env.py, the parts."""
+    """`.env.staging`: the target's URL with psycopg 3, and for an env.py that builds its URL
+    from the application's settings, the parts they read."""
     values = {
         "KUBEMIGRATE_MIGRATIONS_CONFIG": INI,
         "DATABASE_URL": url.replace("postgresql://", "postgresql+psycopg://", 1),
-        **({"KUBEMIGRATE_EXPORT": PARTS} if form == "settings" else {}),
+        **({"KUBEMIGRATE_EXPORT": EXPORTS[form]} if form in EXPORTS else {}),
         **more,
     }
     project.add_env("staging", **values)
@@ -160,7 +164,7 @@ def test_every_task_on_the_embedded_server(
         "",
         KUBEMIGRATE_MIGRATIONS_CONFIG=INI,
         KUBEMIGRATE_DRIVER="postgresql+psycopg",
-        **({"KUBEMIGRATE_EXPORT": PARTS} if form == "settings" else {}),
+        **({"KUBEMIGRATE_EXPORT": EXPORTS[form]} if form in EXPORTS else {}),
     )
 
     def inv(*argv: str, expect: int = 0) -> str:
@@ -258,3 +262,54 @@ def test_an_invalid_application_setting_is_one_line(
     assert "error: backend/app/core/config.py:" in failed.stderr
     assert "ValidationError" in failed.stderr and "Traceback" not in failed.output
     assert DECOY["password"] not in failed.output
+
+
+@pytest.mark.parametrize("major", [18, 15], ids=["pg18", "pg15"])
+def test_every_other_task_in_export_mode(
+    user_project: Callable[..., UserProject],
+    major_database: Callable[[int], tuple[Server, str]],
+    major: int,
+) -> None:
+    """The async project, whose last revision imports the application, whose settings exist
+    only in the child's environment: the tasks that read the revision graph (heads, show,
+    history, current --verbose, merge, revision, stamp, lint, plan, verify, the release) read
+    it without importing a revision file, or run Alembic in the child."""
+    server, database = major_database(major)
+    project = user_project("async")
+    staging(project, "async", server.url(database))
+    outputs = []
+
+    def inv(*argv: str, expect: int = 0) -> str:
+        result = project.inv(*argv, KUBEMIGRATE_ENV="staging")  # every task of a chain
+        outputs.append(result.output)
+        assert result.code == expect, result.output
+        assert "Traceback" not in result.output
+        return result.stdout
+
+    def add(rev: str, parent: str) -> None:
+        path = project.versions / f"{rev}_more.py"
+        path.write_text(migration(rev, parent, f"more {rev}", "pass", "pass"))
+
+    with ProcessWatcher(PASSWORD) as watcher:
+        assert inv("db.heads").split()[0] == HEAD
+        assert f"Rev: {HEAD} (head)" in inv("db.show", HEAD)
+        assert "add item" in inv("db.history", "--verbose")
+        inv("db.upgrade")
+        assert f"Rev: {HEAD} (head)" in inv("db.current", "--verbose")
+        wrote = inv("db.revision", "empty", "--no-autogenerate")
+        (written,) = [Path(line.split()[1]) for line in wrote.splitlines() if "Review" in line]
+        assert written.is_file()
+        add("b1b1b1b1b1b1", HEAD)  # a second head beside the empty revision
+        assert "b1b1b1b1b1b1" in inv("db.heads")
+        inv("db.merge", "-m", "join")
+        assert len(inv("db.heads").split("\n")) == 2  # one head, and the trailing newline
+        assert "3 revision(s)" in inv("db.plan", "--fail-on", "never")
+        inv("db.lint")
+        inv("backup", "migrate", "verify")
+        inv("db.stamp", HEAD)
+        assert inv("db.current").split()[0] == HEAD
+        inv("db.upgrade")
+        assert "no pending migrations" in inv("release", "--dry-run")
+    assert watcher.leaks == []
+    for output in outputs:
+        assert PASSWORD not in output

@@ -13,8 +13,14 @@ laid out as the FastAPI full-stack template has it:
     backend/app/alembic/env.py       the project's own env.py, nothing from kubemigrate in it
     backend/app/alembic/versions/    three migrations: citext, user, item (REVISIONS)
 
-The env.py comes in two forms: "settings" connects to `settings.SQLALCHEMY_DATABASE_URI` (the
-decoy in `.env`), "url" to `os.environ["DATABASE_URL"]`.
+The env.py comes in three forms: "settings" connects to `settings.SQLALCHEMY_DATABASE_URI` (the
+decoy in `.env`), "url" to `os.environ["DATABASE_URL"]`, both with a sync engine; "async" runs
+`create_async_engine` (asyncpg by default, `DATABASE_DRIVER` says otherwise) with
+`connection.run_sync`. In the async form the application's settings read `DATABASE_USER`,
+`DATABASE_PASSWORD`, `DATABASE_HOST`, `DATABASE_PORT` and `DATABASE_NAME`, all required and
+found only in the environment (so only where KUBEMIGRATE_EXPORT sets them), `app/models.py`
+builds them at import, and the last revision file imports `app.models`: a task that imports a
+revision file outside the child Alembic process fails there.
 
 Use in a test module (tests/conftest.py does not load these fixtures):
 
@@ -47,7 +53,7 @@ import pytest
 
 from tests.conftest import REPO, Result, clean_environ, run
 
-FORMS = ("url", "settings")
+FORMS = ("url", "settings", "async")
 # The application's own database, as its `.env` names it; nothing listens there.
 DECOY = {
     "host": "app-db.invalid",
@@ -60,7 +66,18 @@ DECOY = {
 REVISIONS = ("0a1c17e5e001", "0a1c17e5e002", "0a1c17e5e003")
 HEAD = REVISIONS[-1]
 # What the user project depends on itself, besides kubemigrate.
-USER_DEPENDENCIES = ("psycopg[binary]>=3.1", "pydantic-settings>=2", "sqlmodel")
+USER_DEPENDENCIES = (
+    "psycopg[binary]>=3.1",
+    "asyncpg",
+    "sqlalchemy[asyncio]",
+    "pydantic-settings>=2",
+    "sqlmodel",
+)
+# What the async form's settings read; KUBEMIGRATE_EXPORT for it.
+ASYNC_EXPORT = (
+    "DATABASE_USER={user},DATABASE_PASSWORD={password},DATABASE_HOST={host},"
+    "DATABASE_PORT={port},DATABASE_NAME={database}"
+)
 
 
 # -- the wheel and the venv ----------------------------------------------------------------------
@@ -189,8 +206,8 @@ def user_project(tmp_path: Path, user_venv: Path) -> Callable[..., UserProject]:
 
 
 def write_project(root: Path, *, form: str, decoy: dict[str, str]) -> None:
-    """Write the project at `root` (created if missing) with env.py `form` ("url" or
-    "settings") and the application's database parts `decoy` in `.env`."""
+    """Write the project at `root` (created if missing) with env.py `form` (one of FORMS) and
+    the application's database parts `decoy` in `.env`."""
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, not {form!r}")
     backend = root / "backend"
@@ -209,6 +226,10 @@ def write_project(root: Path, *, form: str, decoy: dict[str, str]) -> None:
         alembic / "script.py.mako": SCRIPT_MAKO,
         **{alembic / "versions" / name: text for name, text in MIGRATIONS.items()},
     }
+    if form == "async":
+        files[app / "core" / "config.py"] = ASYNC_CONFIG
+        files[app / "models.py"] = ASYNC_MODELS
+        files[alembic / "versions" / LAST_MIGRATION] = ASYNC_LAST_MIGRATION
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -346,6 +367,94 @@ class Item(SQLModel, table=True):
 '''
 
 
+ASYNC_CONFIG = '''\
+"""The application's settings: every part of its database from the environment, required."""
+
+from urllib.parse import quote
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    DATABASE_USER: str
+    DATABASE_PASSWORD: str
+    DATABASE_HOST: str
+    DATABASE_PORT: int
+    DATABASE_NAME: str
+    DATABASE_DRIVER: str = "postgresql+asyncpg"
+
+    @property
+    def url(self) -> str:
+        user = quote(self.DATABASE_USER, safe="")
+        password = quote(self.DATABASE_PASSWORD, safe="")
+        return (
+            f"{self.DATABASE_DRIVER}://{user}:{password}"
+            f"@{self.DATABASE_HOST}:{self.DATABASE_PORT}/{self.DATABASE_NAME}"
+        )
+'''
+
+# The models build the settings at import, as applications that keep an engine beside them do.
+ASYNC_MODELS = MODELS.replace(
+    "from sqlmodel import Field, SQLModel\n",
+    "from sqlmodel import Field, SQLModel\n\nfrom app.core.config import Settings\n\n"
+    "settings = Settings()\nTITLE_LENGTH = 255\n",
+)
+
+ASYNC_ENV_PY = '''\
+import asyncio
+from logging.config import fileConfig
+
+from alembic import context
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlmodel import SQLModel
+
+from app import models
+
+config = context.config
+
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name)
+
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_offline() -> None:
+    """Run migrations in 'offline' mode: SQL to the script output, no Engine."""
+    context.configure(
+        url=models.settings.url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def do_run_migrations(connection) -> None:
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations() -> None:
+    """An async Engine; the migrations run through run_sync."""
+    connectable = create_async_engine(models.settings.url, poolclass=NullPool)
+    async with connectable.connect() as connection:
+        await connection.run_sync(do_run_migrations)
+    await connectable.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    asyncio.run(run_async_migrations())
+'''
+
+
 def env_py(imports: str, get_url: str) -> str:
     """Alembic's generic env.py with the FastAPI template's imports and URL."""
     return f'''\
@@ -411,6 +520,7 @@ else:
 
 
 ENV_PY = {
+    "async": ASYNC_ENV_PY,
     "settings": env_py(
         "from app.core.config import settings", "str(settings.SQLALCHEMY_DATABASE_URI)"
     ),
@@ -529,3 +639,14 @@ MIGRATIONS = {
         'op.drop_table("item")',
     ),
 }
+
+LAST_MIGRATION = f"{REVISIONS[2]}_add_item.py"
+# The async form's last revision takes a length from the application's models.
+ASYNC_LAST_MIGRATION = (
+    MIGRATIONS[LAST_MIGRATION]
+    .replace("import sqlmodel\n", "import sqlmodel\n\nfrom app.models import TITLE_LENGTH\n", 1)
+    .replace(
+        '"title", sqlmodel.sql.sqltypes.AutoString(length=255)',
+        '"title", sqlmodel.sql.sqltypes.AutoString(length=TITLE_LENGTH)',
+    )
+)

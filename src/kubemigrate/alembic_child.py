@@ -4,11 +4,13 @@ the parent's).
 
 It imports Alembic, waits for the parent's word (the parent holds the migration lock by then),
 and runs the command. A wrapper around Alembic's `EnvironmentContext.configure` sees the
-connection env.py opened before any migration runs: if it reaches another host, port, database
-or user than the target the parent resolved, the run stops there and nothing is applied. The
-wrapper also keeps one transaction per migration, and removes the exported variables from the
-environment once env.py has its connection, so that no later child (a post-write hook) inherits
-them. The outcome goes to the report file the parent named.
+connection env.py opened before any migration runs, sync or async (`run_sync`), on any driver:
+if it reaches another host, port, database or user than the target the parent resolved, the
+run stops there and nothing is applied. Otherwise the wrapper sets the migration session's
+settings on it with SQL (timeouts, the dead-client check), keeps one transaction per migration,
+and removes the exported variables from the environment once env.py has its connection, so that
+no later child (a post-write hook) inherits them. The outcome goes to the report file the
+parent named.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class Guard:
         self.exported = exported
         self.hidden = [os.environ.get(name, "") for name in exported]
         self.configured = False
+        self.session: dict[str, str] = {}  # the migration session's settings, from the parent
 
     def install(self) -> None:
         from alembic.runtime.environment import EnvironmentContext
@@ -55,7 +58,8 @@ class Guard:
         EnvironmentContext.configure = configure  # type: ignore[method-assign]
 
     def check(self, connection: Any) -> None:
-        """Stop unless `connection` reaches the expected database (offline: nothing to check)."""
+        """Stop unless `connection` reaches the expected database (offline: nothing to check);
+        then give it the session's settings."""
         self.configured = True
         for name in self.exported:
             os.environ.pop(name, None)
@@ -63,9 +67,15 @@ class Guard:
             return
         _interruptible(connection)
         found = reached(connection)
-        if found is None or same_database(found, self.expected):
-            return
-        raise MigrationError(
+        if found is not None and not same_database(found, self.expected):
+            raise self.wrong_database(found)
+        if self.session:
+            from kubemigrate.locking import set_session
+
+            set_session(connection, self.session)
+
+    def wrong_database(self, found: dict[str, str]) -> MigrationError:
+        return MigrationError(
             f"{self.env_py} connected to {_describe(found)}, not to the database kubemigrate "
             f"resolved ({_describe(self.expected)}); nothing was migrated. Make env.py read "
             "the variables KUBEMIGRATE_EXPORT sets (now: "
@@ -176,13 +186,11 @@ def main() -> int:
     word = sys.stdin.readline()
     if not word:
         return 0  # the parent gave up before the word (it could not take the lock)
-    options = json.loads(word).get("pgoptions")
-    if options:
-        os.environ["PGOPTIONS"] = options
+    guard.session = json.loads(word).get("session") or {}
     outcome: dict[str, Any] = {}
     code = 0
     try:
-        outcome["paths"] = _command(layout, command, arguments, guard)
+        outcome["result"] = _command(layout, command, arguments, guard)
     except KeyboardInterrupt as exc:
         return int(getattr(exc, "exit_code", 130))
     except KubemigrateError as exc:
@@ -199,14 +207,14 @@ def main() -> int:
     return code
 
 
-def _command(layout: Layout, command: str, arguments: dict[str, Any], guard: Guard) -> list[str]:
+def _command(layout: Layout, command: str, arguments: dict[str, Any], guard: Guard) -> Any:
     from alembic.config import Config
 
     from kubemigrate import migrations
 
     config = Config(str(layout.ini))
     with migrations.alembic_errors(), guard.connection_errors():
-        return [str(path) for path in migrations.alembic_command(config, command, arguments)]
+        return migrations.alembic_command(config, command, arguments)
 
 
 def _shown(path: Path | None, project: Path) -> Path | str:

@@ -8,9 +8,10 @@ variables `KUBEMIGRATE_EXPORT` names in its environment (the resolved database's
 nowhere else).
 
 The parent resolves the database (opening a tunnel if it must), holds the migration lock on its
-own connection for the whole run, gives the child the lock and statement timeouts through
-libpq's `PGOPTIONS` when it tells it to go, stops it on Ctrl-C or SIGTERM, and reports a lost
-tunnel. The child reports its outcome in a small JSON file whose path the parent gives it.
+own connection for the whole run, tells the child the session settings (lock and statement
+timeouts, the dead-client check) when it tells it to go, stops it on Ctrl-C or SIGTERM, and
+reports a lost tunnel. The child sets them with SQL on env.py's own connection, whatever its
+driver. The child reports its outcome in a small JSON file whose path the parent gives it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubemigrate import errors
 from kubemigrate.errors import DatabaseError, KubemigrateError, MigrationError
+from kubemigrate.urls import URL
 
 if TYPE_CHECKING:
     from kubemigrate.layout import Layout
@@ -33,13 +35,14 @@ if TYPE_CHECKING:
     from kubemigrate.target import Database
 
 CHILD = "kubemigrate.alembic_child"
+# What an offline command's env.py is given: it names the dialect, and reaches nothing.
+OFFLINE = URL("postgresql", username="offline", host="localhost", database="offline")
 # What the parent tells the child, in its environment (none of it secret).
 REPORT = "KUBEMIGRATE_CHILD_REPORT"
 TARGET = "KUBEMIGRATE_CHILD_TARGET"
 EXPORTED = "KUBEMIGRATE_CHILD_EXPORTED"
 TRACEBACK = "KUBEMIGRATE_CHILD_TRACEBACK"
 PROJECT = "KUBEMIGRATE_CHILD_PROJECT"
-CHECK_INTERVAL_SINCE = 140000  # client_connection_check_interval exists from PostgreSQL 14
 
 
 class Child:
@@ -48,7 +51,8 @@ class Child:
     told to `go`, and `finish` waits for it and returns what it reported.
 
     `db` is the resolved database (None: an offline command, which reaches no database; env.py
-    then gets a URL naming the dialect alone).
+    and the application's settings then get the placeholder parts of `OFFLINE`, so that a
+    revision file that imports the application can be loaded).
     """
 
     def __init__(
@@ -62,10 +66,9 @@ class Child:
     ) -> None:
         from kubemigrate import children
         from kubemigrate.exports import names, render
-        from kubemigrate.urls import URL
 
         self.settings, self.layout, self.command, self.db = settings, layout, command, db
-        url = db.url if db is not None else URL("postgresql", host="localhost", database="offline")
+        url = db.url if db is not None else OFFLINE
         self.report = Path(tempfile.mkdtemp(prefix="kubemigrate-")) / "report.json"
         env = {
             **children.plain_environ(),
@@ -91,10 +94,12 @@ class Child:
         )
 
     def go(self, server_version: int = 0) -> None:
-        """Run the command; with `server_version` (the parent holds the lock) the child's
-        sessions get the migration timeouts through PGOPTIONS."""
-        options = _timeouts(self.settings, server_version) if server_version else ""
-        self.word.put(json.dumps({"pgoptions": options}).encode() + b"\n")
+        """Run the command; with `server_version` (the parent holds the lock) env.py's
+        connection gets the migration session's settings."""
+        from kubemigrate.locking import migration_session
+
+        session = migration_session(self.settings, server_version) if server_version else {}
+        self.word.put(json.dumps({"session": session}).encode() + b"\n")
         self.word.put(None)
 
     def finish(self) -> dict[str, Any]:
@@ -158,18 +163,6 @@ def _where(url: Any) -> dict[str, str]:
         "dbname": parameters.get("dbname", ""),
         "user": parameters.get("user", ""),
     }
-
-
-def _timeouts(settings: Settings, server_version: int) -> str:
-    from kubemigrate.locking import milliseconds
-
-    options = [
-        f"-c lock_timeout={milliseconds(settings.lock_timeout)}",
-        f"-c statement_timeout={milliseconds(settings.statement_timeout)}",
-    ]
-    if server_version >= CHECK_INTERVAL_SINCE:  # a killed child's statement ends within 1 s
-        options.append("-c client_connection_check_interval=1000")
-    return " ".join(options)
 
 
 def _read(report: Path) -> dict[str, Any]:

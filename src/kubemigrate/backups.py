@@ -133,15 +133,18 @@ def _read_facts(connection: Connection) -> DatabaseFacts:
     return DatabaseFacts(version, major_version(number), "+".join(sorted(heads)) or "base")
 
 
-def client(settings: Settings, db: Database, server_major: int) -> tuple[Client, str]:
-    """Where pg_dump/pg_restore run for this target; a description for the user."""
+def client(
+    settings: Settings, db: Database, server_major: int, needed_for: str = "the server"
+) -> tuple[Client, str]:
+    """Where pg_dump/pg_restore run for this target, locally ones of `server_major` or newer
+    (what `needed_for` needs); a description for the user."""
     if db.tunnel is not None and db.pod is not None:  # k8s: the pod the tunnel found Ready
         kubectl, pod = db.tunnel.kubectl, db.pod
         where = Client(db.url, kubectl=kubectl, pod=pod, container=settings.db_container)
         return where, f"pg_dump in pod {pod}"
     preferred = settings.path(settings.postgres_bin) if settings.postgres_bin else None
-    binaries, described = local_binaries(server_major, preferred)
-    return Client(db.url, binaries=binaries), described
+    binaries, described, major = local_binaries(server_major, preferred, needed_for)
+    return Client(db.url, binaries=binaries, major=major), described
 
 
 # -- backup --------------------------------------------------------------------------------------
@@ -333,6 +336,11 @@ def restore(
             "pass --force to restore it anyway"
         )
     known = facts(db)
+    written_by = dump_major(record)
+    if written_by > known.server_major:  # a pg_restore older than the dump cannot read it
+        where, _ = client(settings, db, written_by, f"the pg_dump that wrote {path.name}")
+    else:
+        where, _ = client(settings, db, known.server_major)
     question = (
         f"Replace database {db.name!r} ({settings.environment}, now at revision "
         f"{known.revision}) with {path.name} (taken {record.created_at} in "
@@ -340,19 +348,16 @@ def restore(
     )
     if not confirm(question):
         raise BackupError("restore cancelled; nothing was changed")
-    where, _ = client(settings, db, known.server_major)
     with migration_lock(db, settings.lock_wait):
-        where.run(
-            "pg_restore",
-            "--clean",
-            "--if-exists",
-            "--single-transaction",
-            "--no-owner",
-            "--dbname",
-            db.name,
-            input_file=path,
-        )
+        where.restore(path, known.server_major, "--clean", "--if-exists", "--no-owner")
     return facts(db).revision
+
+
+def dump_major(record: Backup) -> int:
+    """The major version of the pg_dump that wrote a backup: as its sidecar names it, else the
+    server's (a pg_dump in the database pod is the server's own)."""
+    named = re.search(r"\(PostgreSQL\) (\d+)", record.dumped_by)
+    return int(named[1]) if named else major_version(record.server_version)
 
 
 # -- presentation --------------------------------------------------------------------------------

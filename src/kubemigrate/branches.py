@@ -1,6 +1,6 @@
 """The revisions a branch adds: those in the working tree and absent from a git ref.
 
-`added(settings, directory, ref)` is `inv db.plan --base REF`. It reads the ref's revision
+`added(settings, graph, versions, ref)` is `inv db.plan --base REF`. It reads the ref's revision
 files with git (`git ls-tree`, then one `git cat-file --batch` for their contents), and their
 identifiers with `ast`, as `kubemigrate.revisions` reads the working tree's. It then checks
 the merged tree, that is the working tree's revisions together with the ref's: one head, and
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kubemigrate.errors import MigrationError, SettingsError
 from kubemigrate.revisions import REVISION_FILE, Graph, identifiers
@@ -29,18 +29,11 @@ class Added:
     revisions: frozenset[str]
 
 
-def added(settings: Settings, directory: Any, ref: str) -> Added:
-    """The revisions of the working tree (Alembic's `directory`) absent from `ref`, checked on
-    the merged tree; a `MigrationError` saying what to do when the check fails."""
-    from alembic.util import to_tuple
-
-    tree = Graph(
-        {
-            script.revision: tuple(to_tuple(script.down_revision, default=()))
-            for script in directory.walk_revisions()
-        }
-    )
-    base = Graph(_ref_revisions(settings, directory, ref))
+def added(settings: Settings, tree: Graph, versions: Path | None, ref: str) -> Added:
+    """The revisions of the working tree (`tree`, whose versions directory is `versions`)
+    absent from `ref`, checked on the merged tree; a `MigrationError` saying what to do when
+    the check fails."""
+    base = Graph(_ref_revisions(settings, tree, versions, ref))
     base_heads = base.heads()
     if len(base_heads) > 1:
         raise MigrationError(
@@ -67,13 +60,14 @@ def added(settings: Settings, directory: Any, ref: str) -> Added:
     return Added(base_head, new)
 
 
-def _ref_revisions(settings: Settings, directory: Any, ref: str) -> dict[str, tuple[str, ...]]:
+def _ref_revisions(
+    settings: Settings, tree: Graph, versions: Path | None, ref: str
+) -> dict[str, tuple[str, ...]]:
     """Each revision `ref`'s tree holds in the project's versions directories, with the
     revisions it follows."""
     top = Path(_git(settings.project_dir, ref, "rev-parse", "--show-toplevel").strip())
-    locations = {Path(directory.versions)} | {
-        Path(script.path).parent for script in directory.walk_revisions()
-    }
+    locations = {versions} if versions is not None else set()
+    locations |= {path.parent for path in tree.paths.values()}
     paths = []
     for location in sorted(locations):
         relative = _relative(location.resolve(), top)

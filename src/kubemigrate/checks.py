@@ -33,7 +33,7 @@ class Check:
 
 def verify(settings: Settings) -> list[Check]:
     """Run every check against the configured database."""
-    from kubemigrate.migrations import alembic_config, scripts
+    from kubemigrate.migrations import graph
 
     checks: list[Check] = []
     if settings.target == "k8s":
@@ -41,8 +41,7 @@ def verify(settings: Settings) -> list[Check]:
     reachable, heads_in_db = _reachable(settings)
     checks.append(reachable)
 
-    config = alembic_config(settings)
-    script_heads = tuple(scripts(config).get_heads())
+    script_heads = tuple(graph(settings).heads())
     single = len(script_heads) == 1
     checks.append(
         Check(

@@ -8,6 +8,7 @@ shapes cover them:
 - `run`: a short program; waits, returns its exit code, output and stderr;
 - `stream`: a program whose output is data (pg_dump), copied to a sink in large chunks, with
   standard input fed from an iterator (a restore's file);
+- `pipe`: one program's output, changed on the way, fed to another (pg_restore's SQL to psql);
 - `start_relayed`: a program whose output is the user's (a child Alembic), passed through as it
   comes, told when to go on its standard input;
 - `start`: a program that keeps running (port-forward), its lines handed to callbacks; `stop`
@@ -155,7 +156,20 @@ def stream(
     """Run a program whose output is data: copy it to `sink` in large chunks, feed it `stdin`."""
     errors = Tail()
     output = _Output(sink)
-    process = _spawn(
+    process = _start_data(program, args, output, errors, env, stdin)
+    return Finished(_wait(process), errors=errors, bytes=output.count)
+
+
+def _start_data(
+    program: sh.Command,
+    args: tuple[str, ...],
+    output: _Output,
+    errors: Tail,
+    env: dict[str, str] | None,
+    stdin: Iterable[bytes] | None = None,
+) -> sh.RunningCommand:
+    """Start a program whose output is data, written to `output` in large chunks."""
+    return _spawn(
         program,
         args,
         _in=stdin,
@@ -168,7 +182,80 @@ def stream(
         _new_session=True,
         _preexec_fn=die_with_parent,
     )
-    return Finished(_wait(process), errors=errors, bytes=output.count)
+
+
+def pipe(
+    producer: tuple[sh.Command, list[str], dict[str, str]],
+    consumer: tuple[sh.Command, list[str], dict[str, str]],
+    *,
+    change: Callable[[bytes], bytes],
+    first: bytes = b"",
+    last: bytes = b"",
+) -> tuple[Finished, Finished]:
+    """Feed `producer`'s output, passed through `change` chunk by chunk, to `consumer`'s
+    standard input, between `first` and `last`; each is (program, arguments, environment).
+    How each ended.
+
+    `last` is written only when the producer succeeded; otherwise, and on Ctrl-C, SIGTERM or
+    any error, the consumer is stopped before its input ends, so that it never sees an input
+    that merely looks complete. A consumer that fails first stops the producer: nothing hangs
+    on a pipe nobody reads.
+    """
+    feed: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+    if first:
+        feed.put(first)
+    program, args, env = consumer
+    consumer_errors, producer_errors = Tail(), Tail()
+    reader = _spawn(
+        program,
+        tuple(args),
+        _in=iter(feed.get, None),
+        _out=lambda _: None,
+        _err=consumer_errors,
+        _env=env,
+        _new_session=True,
+        _preexec_fn=die_with_parent,
+    )
+    writers: list[sh.RunningCommand] = []
+
+    def sink(chunk: bytes) -> None:  # in sh's output thread: it must not raise
+        data = change(chunk)
+        while reader.is_alive():
+            with suppress(queue.Full):
+                feed.put(data, timeout=0.1)
+                return
+        for writer in writers:  # the consumer failed: stop the producer too
+            with suppress(OSError):
+                writer.terminate()
+
+    output = _Output(sink)
+    program, args, env = producer
+    try:
+        writer = _start_data(program, tuple(args), output, producer_errors, env)
+        writers.append(writer)
+        produced = Finished(_wait(writer), errors=producer_errors, bytes=output.count)
+        if not produced.ok:
+            stop(reader)
+        _end(feed, reader, last if produced.ok else b"")
+    except BaseException:
+        stop(reader)
+        _end(feed, reader, b"")
+        raise
+    return produced, Finished(_wait(reader), errors=consumer_errors)
+
+
+def _end(feed: queue.Queue[bytes | None], reader: sh.RunningCommand, last: bytes) -> None:
+    """Put `last` (if any) and the end of input on `feed`: waiting while `reader` reads it,
+    discarding what is left once it has gone."""
+    for item in [last, None] if last else [None]:
+        while True:
+            try:
+                feed.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                if not reader.is_alive():
+                    with suppress(queue.Empty):
+                        feed.get_nowait()
 
 
 def start_relayed(

@@ -231,8 +231,7 @@ class EmbeddedPostgres:
             "-U",
             SUPERUSER,
             "-E",
-            "UTF8",
-            "--no-instructions",
+            "UTF8",  # no --no-instructions: initdb 13 lacks it, and its output is not shown
             "--auth-local=trust",
             f"--auth-host={self.host_auth}",
         )

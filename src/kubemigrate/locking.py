@@ -26,12 +26,14 @@ if TYPE_CHECKING:
     import psycopg2.extensions
     from sqlalchemy import Connection
 
+    from kubemigrate.settings import Settings
     from kubemigrate.target import Database
 
 # A stable, positive 63-bit key (positive, so pg_locks' two 32-bit halves rebuild it); advisory
 # locks are per database, so one key serves every project.
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"kubemigrate:migrations").digest()[:8], "big") >> 1
 POLL_INTERVAL = 0.05
+CHECK_INTERVAL_SINCE = 140000  # client_connection_check_interval exists from PostgreSQL 14
 
 HOLDER = """
 SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'),
@@ -111,14 +113,48 @@ def _one(connection: psycopg2.extensions.connection, sql: str) -> tuple[Any, ...
     return tuple(row) if row is not None else None
 
 
-def set_timeouts(connection: Connection, *, lock_timeout: float, statement_timeout: float) -> None:
-    """Session timeouts for a migration connection (0 disables one)."""
-    connection.exec_driver_sql(
-        "SELECT set_config('lock_timeout', %(lock)s, false), "
-        "set_config('statement_timeout', %(statement)s, false)",
-        {"lock": milliseconds(lock_timeout), "statement": milliseconds(statement_timeout)},
+def session_settings(
+    *, lock_timeout: float, statement_timeout: float, server_version: int
+) -> dict[str, str]:
+    """The settings of a migration session on a server of `server_version` (e.g. 180001):
+    the timeouts (0 disables one) and, from PostgreSQL 14 on, a check every second that the
+    client is still there, so that a killed task's statement ends (and its locks go) at once."""
+    values = {
+        "lock_timeout": milliseconds(lock_timeout),
+        "statement_timeout": milliseconds(statement_timeout),
+    }
+    if server_version >= CHECK_INTERVAL_SINCE:
+        values["client_connection_check_interval"] = "1000ms"
+    return values
+
+
+def migration_session(settings: Settings, server_version: int) -> dict[str, str]:
+    """The session settings of a migration, as `settings` configure it, on a server of
+    `server_version`."""
+    return session_settings(
+        lock_timeout=settings.lock_timeout,
+        statement_timeout=settings.statement_timeout,
+        server_version=server_version,
     )
-    connection.commit()
+
+
+def set_session(connection: Connection, values: dict[str, str]) -> None:
+    """Set `values` on a SQLAlchemy connection of any driver (psycopg2, psycopg 3, asyncpg
+    through `run_sync`), with SQL rather than libpq's PGOPTIONS, which asyncpg never reads.
+
+    A connection outside a transaction is left outside one (the settings are committed), so
+    that Alembic still runs each migration in a transaction of its own; inside one, they hold
+    for that transaction, which is the migrations'.
+    """
+    from sqlalchemy import text
+
+    began = connection.in_transaction()
+    for name, value in values.items():
+        connection.execute(
+            text("SELECT set_config(:name, :value, false)"), {"name": name, "value": value}
+        )
+    if not began:
+        connection.commit()
 
 
 def milliseconds(seconds: float) -> str:

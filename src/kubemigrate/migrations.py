@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from kubemigrate.layout import Layout
+    from kubemigrate.revisions import Graph
 
 VERSION_TABLE = "alembic_version"  # Alembic's default, which migrations/env.py keeps
 LOG_FORMAT = "%(levelname)-5.5s [%(name)s] %(message)s"
@@ -187,20 +188,15 @@ def _online(
     With `changes` (upgrade, downgrade, stamp) the migration lock is held throughout and the
     session gets the configured lock and statement timeouts.
     """
-    from kubemigrate.locking import migration_lock, set_timeouts
+    from kubemigrate.locking import migration_lock, migration_session, set_session
 
     config = alembic_config(settings, stdout=stdout)
     db = database(settings)
     with ExitStack() as stack:
-        if changes:
-            stack.enter_context(migration_lock(db, settings.lock_wait))
+        version = stack.enter_context(migration_lock(db, settings.lock_wait)) if changes else 0
         connection = stack.enter_context(connect(db))
         if changes:
-            set_timeouts(
-                connection,
-                lock_timeout=settings.lock_timeout,
-                statement_timeout=settings.statement_timeout,
-            )
+            set_session(connection, migration_session(settings, version))
         stack.enter_context(alembic_errors(db))
         config.attributes["connection"] = connection
         yield config
@@ -233,27 +229,39 @@ def _offline(settings: Settings, sql_output: TextIO | None = None) -> Config:
     return config
 
 
-def _run(
-    settings: Settings, name: str, arguments: dict[str, Any], *, changes: bool = False
-) -> list[Path]:
-    """Run Alembic's command `name` for the project, the way its env.py takes a database.
+# Commands that reach the database (unless they only print SQL); the others read the files.
+ONLINE = ("upgrade", "downgrade", "stamp", "check", "revision")
+
+
+def _reaches_database(name: str, arguments: dict[str, Any]) -> bool:
+    return (
+        name in ONLINE and not arguments.get("sql") and arguments.get("autogenerate", True) is True
+    )
+
+
+def _run(settings: Settings, name: str, arguments: dict[str, Any], *, changes: bool = False) -> Any:
+    """Run Alembic's command `name` for the project, the way its env.py takes a database; what
+    the command gives (`alembic_command`).
 
     An env.py that takes `config.attributes["connection"]` runs here, on kubemigrate's
     connection; any other runs in a child process (`kubemigrate.alembic_process`) that gets the
-    database through `KUBEMIGRATE_EXPORT`. Offline (`sql`) runs reach no database.
+    database through `KUBEMIGRATE_EXPORT`, and so does every command that loads its revision
+    files, since they may import the application, whose settings exist only there. Offline
+    commands (history, heads, `--sql`...) reach no database.
     """
     found = _checked(layout(settings))
-    needs_head = name in ("check", "revision")
+    online = _reaches_database(name, arguments)
+    needs_head = name in ("check", "revision") and online
     if found.takes_connection():
-        if arguments.get("sql"):
+        if not online:
             with alembic_errors(), project_errors(settings):
                 return alembic_command(_offline(settings), name, arguments)
         with _online(settings, changes=changes) as config:
             if needs_head:
-                _require_head(config, config.attributes["connection"])
+                _require_head(graph(settings), config.attributes["connection"])
             with project_errors(settings):
                 return alembic_command(config, name, arguments)
-    return _run_in_child(settings, found, name, arguments, changes=changes, needs_head=needs_head)
+    return _run_in_child(settings, found, name, arguments, changes=changes, online=online)
 
 
 def _run_in_child(
@@ -263,32 +271,32 @@ def _run_in_child(
     arguments: dict[str, Any],
     *,
     changes: bool,
-    needs_head: bool,
-) -> list[Path]:
+    online: bool,
+) -> Any:
     from kubemigrate import alembic_process
     from kubemigrate.locking import migration_lock
 
-    db = None if arguments.get("sql") else database(settings)
+    db = database(settings) if online else None
     with alembic_process.started(settings, found, name, arguments, db=db) as child:
         if db is None:
             child.go()
         elif changes:
             with migration_lock(db, settings.lock_wait) as version:
                 child.go(server_version=version)
-                outcome = child.finish()
-            return [Path(p) for p in outcome.get("paths", [])]
+                return child.finish().get("result")
         else:
-            if needs_head:
+            if name in ("check", "revision"):
                 with connect_plainly(db) as connection:
-                    _require_head(alembic_config(settings), connection)
+                    _require_head(graph(settings), connection)
             child.go()
-        outcome = child.finish()
-    return [Path(p) for p in outcome.get("paths", [])]
+        return child.finish().get("result")
 
 
-def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> list[Path]:
-    """Alembic's command `name` on `config` (in this process or in the child); the files it
-    wrote. `arguments` are the command's, as the task functions below pass them."""
+def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> Any:
+    """Alembic's command `name` on `config` (in this process or in the child), with
+    `arguments` as the functions below pass them. What it gives is plain data (it may cross
+    from the child as JSON): the paths of the files it wrote, the revision graph's rows
+    (`graph`), or the SQL of each span (`render`); None for the commands that print."""
     from alembic import command
 
     from kubemigrate.autogen import revision_rules
@@ -303,7 +311,7 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> lis
             command.stamp(config, arguments["revision"], sql=sql, purge=arguments["purge"])
         case "check":
             _check(config)
-        case "revision":
+        case "revision" if arguments.get("autogenerate", True):
             return _paths(
                 command.revision(
                     config,
@@ -312,9 +320,88 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> lis
                     process_revision_directives=revision_rules,
                 )
             )
+        case "revision":
+            return _paths(command.revision(config, message=arguments["message"]))
+        case "merge":
+            return _paths(
+                command.merge(config, arguments["revisions"], message=arguments["message"])
+            )
+        case "current":
+            _describe_current(config, arguments["recorded"], arguments["verbose"], arguments["db"])
+        case "history":
+            command.history(config, rev_range=arguments["range"], verbose=arguments["verbose"])
+        case "heads":
+            command.heads(config, verbose=arguments["verbose"])
+        case "show":
+            command.show(config, arguments["revision"])
+        case "graph":
+            return _graph_rows(scripts(config))
+        case "render":
+            return [_render(config, span) for span in arguments["spans"]]
         case _:
             raise MigrationError(f"unknown Alembic command {name!r}")
-    return []
+    return None
+
+
+def _describe_current(config: Config, recorded: list[str], verbose: bool, shown: str) -> None:
+    """What `alembic current` prints for the `recorded` revisions, without running env.py."""
+    if verbose:
+        config.print_stdout("Current revision(s) for %s:", shown)
+    for script in scripts(config).get_all_current(tuple(recorded)):
+        if script is not None:
+            config.print_stdout(script.cmd_format(verbose))
+
+
+def _graph_rows(directory: ScriptDirectory) -> list[dict[str, Any]]:
+    from alembic.util import to_tuple
+
+    return [
+        {
+            "revision": script.revision,
+            "parents": list(to_tuple(script.down_revision, default=())),
+            "doc": script.doc,
+            "path": script.path,
+        }
+        for script in directory.walk_revisions()
+    ]
+
+
+def _render(config: Config, span: str) -> str | None:
+    """The offline SQL of `span` (`FROM:TO`, or `TO` from base); None when it cannot render
+    offline (a data migration that reads the database, `op.get_bind()`, and the like)."""
+    from alembic import command
+
+    config.output_buffer = io.StringIO()
+    try:
+        command.upgrade(config, span, sql=True)
+    except Exception:
+        return None
+    return config.output_buffer.getvalue()
+
+
+def graph(settings: Settings) -> Graph:
+    """The migrations' revision graph, with each revision's message and file.
+
+    Read from the files with `ast` (`kubemigrate.revisions`) when they state their identifiers
+    as literals, which runs none of them; otherwise from Alembic, here when env.py takes
+    kubemigrate's connection, or in the child Alembic process (where the application's
+    settings exist) when it does not.
+    """
+    from kubemigrate.revisions import Graph, read
+
+    found = _checked(layout(settings))
+    fast = read(found.ini) if found.script_location is not None else None
+    if fast is not None:
+        return fast
+    return Graph.from_rows(_run(settings, "graph", {}))
+
+
+def offline_sql(settings: Settings, spans: Sequence[str]) -> list[str | None]:
+    """The SQL of each span (`FROM:TO`, or `TO` from base), rendered offline by the project's
+    env.py, or None for a span that cannot render offline."""
+    if not spans:
+        return []
+    return list(_run(settings, "render", {"spans": list(spans)}))
 
 
 def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> None:
@@ -323,11 +410,15 @@ def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) ->
 
 
 def upgrade_sql(settings: Settings, start: str | None, out: TextIO) -> None:
-    """Write the SQL that upgrades from revision `start` (None: base) to head into `out`."""
-    from alembic import command
-
-    with alembic_errors():
-        command.upgrade(_offline(settings, out), f"{start}:head" if start else "head", sql=True)
+    """Write the SQL that upgrades from revision `start` (None: base) to head into `out`; a
+    `MigrationError` when some of it cannot render offline."""
+    (sql,) = offline_sql(settings, [f"{start}:head" if start else "head"])
+    if sql is None:
+        raise MigrationError(
+            "the pending migrations do not all render offline (one reads the database); "
+            "`inv db.plan` says which"
+        )
+    out.write(sql)
 
 
 def downgrade(settings: Settings, revision: str, *, sql: bool = False) -> None:
@@ -351,30 +442,25 @@ def current(settings: Settings, *, verbose: bool = False) -> None:
 
     The revision is read with plain SQL (`current_heads`) and described from the revision files
     (`kubemigrate.revisions`), without importing Alembic, running env.py or importing the
-    models; `--verbose`, and layouts that reading does not cover, ask Alembic's script
-    directory instead.
+    models; `--verbose`, and layouts that reading does not cover, describe the revision with
+    Alembic's script directory instead (where the revision files may be imported: here, or
+    in the child), still without running env.py.
     """
     from kubemigrate import revisions
 
     ini = settings.path(settings.alembic_ini)
-    graph = None if verbose or not ini.is_file() else revisions.read(ini)
-    if graph is None:
-        alembic_config(settings)  # a missing ini or migrations directory, said before connecting
+    read = None if verbose or not ini.is_file() else revisions.read(ini)
+    if read is None:
+        _checked(layout(settings))  # a missing ini or migrations directory, said before connecting
     db = database(settings)
     with connect_plainly(db) as connection:
         recorded = current_heads(connection)
-    shown = graph.current(recorded) if graph is not None else None
-    if graph is not None and shown is not None:
+    shown = read.current(recorded) if read is not None else None
+    if read is not None and shown is not None:
         for revision in shown:
-            print(graph.describe(revision))
+            print(read.describe(revision))
         return
-    config = alembic_config(settings)
-    with alembic_errors():
-        if verbose:
-            config.print_stdout("Current revision(s) for %s:", db.shown)
-        for script in scripts(config).get_all_current(recorded):
-            if script is not None:
-                config.print_stdout(script.cmd_format(verbose))
+    _run(settings, "current", {"recorded": list(recorded), "verbose": verbose, "db": db.shown})
 
 
 def current_heads(connection: Connection | psycopg2.extensions.connection) -> tuple[str, ...]:
@@ -415,52 +501,36 @@ def database_revision(settings: Settings) -> str | None:
 
 def history(settings: Settings, *, verbose: bool = False, rev_range: str | None = None) -> None:
     """Print the migrations, newest first."""
-    from alembic import command
-
-    with alembic_errors():
-        command.history(alembic_config(settings), rev_range=rev_range, verbose=verbose)
+    _run(settings, "history", {"range": rev_range, "verbose": verbose})
 
 
 def heads(settings: Settings, *, verbose: bool = False) -> None:
     """Print the head revisions of the migrations."""
-    from alembic import command
-
-    with alembic_errors():
-        command.heads(alembic_config(settings), verbose=verbose)
+    _run(settings, "heads", {"verbose": verbose})
 
 
 def show(settings: Settings, revision: str) -> None:
     """Print one revision."""
-    from alembic import command
-
-    with alembic_errors():
-        command.show(alembic_config(settings), revision)
+    _run(settings, "show", {"revision": revision})
 
 
 def revision(settings: Settings, message: str, *, autogenerate: bool = True) -> list[Path]:
     """Create a revision; autogenerated ones compare the models with the database at head."""
-    from alembic import command
-
     if not message.strip():
         raise MigrationError(
             'a revision needs a message saying what it does, e.g. inv db.revision "add '
             'user.is_active"'
         )
-    if not autogenerate:
-        with alembic_errors():
-            return _paths(command.revision(alembic_config(settings), message=message))
-    return _run(settings, "revision", {"message": message})
+    written = _run(settings, "revision", {"message": message, "autogenerate": autogenerate})
+    return [Path(path) for path in written]
 
 
 def merge(settings: Settings, revisions: Sequence[str], message: str | None) -> list[Path]:
     """Create a merge revision joining `revisions` (default: all heads)."""
-    from alembic import command
-
-    config = alembic_config(settings)
-    with alembic_errors():
-        if len(scripts(config).get_heads()) < 2 and not revisions:
-            raise MigrationError("there is a single head: nothing to merge")
-        return _paths(command.merge(config, list(revisions) or "heads", message=message))
+    if len(graph(settings).heads()) < 2 and not revisions:
+        raise MigrationError("there is a single head: nothing to merge")
+    written = _run(settings, "merge", {"revisions": list(revisions) or "heads", "message": message})
+    return [Path(path) for path in written]
 
 
 def check(settings: Settings) -> None:
@@ -511,10 +581,10 @@ def _describe(diff: Any) -> str:
 
 
 def not_at_head(
-    config: Config, connection: Connection | psycopg2.extensions.connection
+    graph: Graph, connection: Connection | psycopg2.extensions.connection
 ) -> str | None:
     """None when the database is at the migrations' head(s), else where it is instead."""
-    wanted = set(scripts(config).get_heads())
+    wanted = set(graph.heads())
     have = set(current_heads(connection))
     if have == wanted:
         return None
@@ -522,13 +592,13 @@ def not_at_head(
     return f"at {at}, not at head ({', '.join(sorted(wanted))})"
 
 
-def _require_head(config: Config, connection: Connection | psycopg2.extensions.connection) -> None:
-    gap = not_at_head(config, connection)
+def _require_head(graph: Graph, connection: Connection | psycopg2.extensions.connection) -> None:
+    gap = not_at_head(graph, connection)
     if gap:
         raise MigrationError(f"the database is {gap}; run `inv db.upgrade` first")
     connection.rollback()  # end the read's implicit transaction before Alembic starts its own
 
 
-def _paths(result: Script | list[Script | None] | None) -> list[Path]:
+def _paths(result: Script | list[Script | None] | None) -> list[str]:
     items = result if isinstance(result, list) else [result]
-    return [Path(s.path) for s in items if s is not None]
+    return [str(s.path) for s in items if s is not None]

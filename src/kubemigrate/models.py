@@ -4,6 +4,10 @@ Alembic's env.py calls `discover("app.entities")` (named in alembic.ini as `mode
 keeping a hand-written import list. A module (`app.models`) is imported alone; a package
 (`app.entities`) is imported with every module below it. Nothing else of the application is
 imported (its `main`, say). Nothing is printed.
+
+SQLModel is not one of kubemigrate's own dependencies: a project whose env.py uses this module
+has it (`uv add sqlmodel`, or the `kubemigrate[sqlmodel]` extra); without it, `discover` says so
+in one line.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import importlib
 import pkgutil
 from typing import TYPE_CHECKING
 
+from kubemigrate.errors import SettingsError
+
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
 
@@ -19,7 +25,15 @@ if TYPE_CHECKING:
 def discover(name: str) -> MetaData:
     """Import module `name`, or package `name` and all its submodules; return the SQLModel
     metadata they filled."""
-    from sqlmodel import SQLModel
+    try:
+        from sqlmodel import SQLModel
+    except ModuleNotFoundError as exc:
+        if exc.name != "sqlmodel":
+            raise
+        raise SettingsError(
+            "sqlmodel is not installed, and env.py finds the tables with it "
+            "(kubemigrate.models): `uv add sqlmodel`, or install kubemigrate[sqlmodel]"
+        ) from None
 
     root = importlib.import_module(name)
     below = getattr(root, "__path__", None)  # only a package has modules below it

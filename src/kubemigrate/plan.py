@@ -31,7 +31,6 @@ within a version, none is removed or changes meaning):
 from __future__ import annotations
 
 import ast
-import io
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -42,9 +41,8 @@ from kubemigrate.errors import KubemigrateError, MigrationError
 from kubemigrate.statements import split
 
 if TYPE_CHECKING:
-    from alembic.script import Script
-
     from kubemigrate import rehearsal
+    from kubemigrate.revisions import Graph
     from kubemigrate.settings import Settings
 
 VERSION = 1
@@ -206,20 +204,20 @@ def plan(
     `base` (a git ref), of the revisions the working tree adds to that ref's; `rehearse`: run
     them on a throwaway copy, and measure their locks and rewrites."""
     from kubemigrate import branches
-    from kubemigrate.migrations import alembic_config, check_verdict, scripts
+    from kubemigrate.migrations import check_verdict, graph, layout
 
     if since is not None and base is not None:
         raise MigrationError("--since and --base both say where the plan starts: pass one")
-    config = alembic_config(settings)
-    directory = scripts(config)
-    heads = list(directory.get_heads())
+    revisions_graph = graph(settings)
+    heads = revisions_graph.heads()
     known, shown, server_major = _database(settings)
     if base is not None:
-        start = branches.added(settings, directory, base).base_head
+        versions = layout(settings).versions
+        start = branches.added(settings, revisions_graph, versions, base).base_head
     else:
         start = since if since is not None else _single(known)
-    chain = _chain(directory, start)
-    revisions = [_revision(settings, script, server_major) for script in chain]
+    chain = _chain(revisions_graph, start)
+    revisions = _revisions(settings, revisions_graph, chain, server_major)
     rehearsed = None
     if rehearse and chain:
         rehearsed = _rehearse(settings, revisions, start, known, server_major)
@@ -254,29 +252,42 @@ def _single(heads: tuple[str, ...] | None) -> str | None:
     return heads[0]
 
 
-def _chain(directory: Any, start: str | None) -> list[Script]:
+def _chain(graph: Graph, start: str | None) -> list[str]:
     """The revisions after `start` (None: base) up to head, in the order they run."""
-    from alembic.util import CommandError
-
     try:
-        walked = list(directory.walk_revisions(base=start or "base", head="heads"))
-    except CommandError as exc:
+        begin = graph.resolve(start) if start is not None else None
+    except LookupError as exc:
         raise MigrationError(f"cannot plan from {start}: {exc}") from None
-    return [s for s in reversed(walked) if s.revision != start]
+    return graph.chain(begin)
 
 
-def _revision(settings: Settings, script: Script, server_major: int) -> RevisionPlan:
-    down = script.down_revision
-    previous = down[0] if isinstance(down, (tuple, list)) else down
-    sql, online_only = _render(settings, previous, script.revision)
+def _revisions(
+    settings: Settings, graph: Graph, chain: list[str], server_major: int
+) -> list[RevisionPlan]:
+    """The plan of each revision of `chain`, its SQL rendered alone (all in one go, where
+    env.py runs)."""
+    from kubemigrate.migrations import offline_sql
+
+    spans = [f"{graph.parents[r][0]}:{r}" if graph.parents[r] else r for r in chain]
+    rendered = offline_sql(settings, spans)
+    return [
+        _revision(graph, revision, sql, server_major, settings)
+        for revision, sql in zip(chain, rendered, strict=True)
+    ]
+
+
+def _revision(
+    graph: Graph, revision: str, sql: str | None, server_major: int, settings: Settings
+) -> RevisionPlan:
+    doc = graph.docs.get(revision, "")
     result = RevisionPlan(
-        revision=script.revision,
-        message=(script.doc or "").strip().splitlines()[0] if script.doc else "",
-        sql=sql,
-        online_only=online_only,
-        downgrade=_downgrade(Path(script.path)),
+        revision=revision,
+        message=doc.strip().splitlines()[0] if doc.strip() else "",
+        sql=sql or "",
+        online_only=sql is None,
+        downgrade=_downgrade(graph.paths[revision]),
     )
-    if online_only:
+    if sql is None:
         result.findings.append(
             _note(
                 "online-only", "cannot be rendered offline (it reads the database); review its code"
@@ -293,21 +304,6 @@ def _revision(settings: Settings, script: Script, server_major: int) -> Revision
             _note("downgrade-loses-data", "downgrade() drops a table or column: its data is lost")
         )
     return result
-
-
-def _render(settings: Settings, previous: str | None, revision: str) -> tuple[str, bool]:
-    """The SQL of `revision` alone, offline; ("", True) when it cannot render offline."""
-    from alembic import command
-
-    from kubemigrate.migrations import _offline
-
-    out = io.StringIO()
-    span = f"{previous}:{revision}" if previous else revision
-    try:
-        command.upgrade(_offline(settings, out), span, sql=True)
-    except Exception:  # a data migration reading the database (op.get_bind()) and the like
-        return "", True
-    return out.getvalue(), False
 
 
 def _statements(sql: str) -> list[str]:

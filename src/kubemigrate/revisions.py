@@ -1,9 +1,11 @@
-"""The migrations' revision graph, read from the files without Alembic: for `inv db.current`.
+"""The migrations' revision graph, read from the files without running them.
 
 Alembic's `ScriptDirectory` executes every revision file to learn its `revision` and
-`down_revision`, and those files import SQLAlchemy and SQLModel; importing any part of Alembic
-costs about 0.3 s more. Showing the database's revision needs neither: each revision file
-states its identifiers as plain literals, which `ast` reads without running the file.
+`down_revision`, and those files import SQLAlchemy, SQLModel and at times the application
+itself (whose settings may exist only in the environment of a migration run); importing any
+part of Alembic costs about 0.3 s more. The heads, the chain of pending revisions and each
+one's message need none of it: each revision file states its identifiers as plain literals,
+which `ast` reads without running the file.
 
 `read(ini)` returns the graph when the project is laid out the common way: `script_location`
 a directory in `alembic.ini`'s `[alembic]` section, versions in its `versions/` directory, and
@@ -18,8 +20,9 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 IDENTIFIERS = ("revision", "down_revision", "branch_labels", "depends_on")
 # Alembic's own rule for which files in a versions directory are revisions.
@@ -29,9 +32,66 @@ UNSUPPORTED_OPTIONS = ("version_locations", "recursive_version_locations", "sour
 
 @dataclass(frozen=True)
 class Graph:
-    """Each revision and the revisions it follows."""
+    """Each revision and the revisions it follows; where known, each one's message (the first
+    paragraph of its docstring, as Alembic's `Script.doc`) and file."""
 
     parents: dict[str, tuple[str, ...]]
+    docs: dict[str, str] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[dict[str, Any]]) -> Graph:
+        """The graph of `rows` as `as_rows` gives them (from Alembic, in this process or in a
+        child)."""
+        rows = list(rows)
+        return cls(
+            {row["revision"]: tuple(row["parents"]) for row in rows},
+            {row["revision"]: str(row["doc"]) for row in rows},
+            {row["revision"]: Path(row["path"]) for row in rows},
+        )
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "revision": revision,
+                "parents": list(parents),
+                "doc": self.docs.get(revision, ""),
+                "path": str(self.paths.get(revision, "")),
+            }
+            for revision, parents in self.parents.items()
+        ]
+
+    def resolve(self, name: str) -> str:
+        """The revision `name` names: itself, or the one revision it is a prefix of (as
+        Alembic takes a partial id); a `LookupError` saying why otherwise."""
+        if name in self.parents:
+            return name
+        found = [revision for revision in self.parents if revision.startswith(name)]
+        if len(found) == 1:
+            return found[0]
+        raise LookupError(
+            f"no revision {name!r}" if not found else f"{name!r} names several revisions"
+        )
+
+    def chain(self, start: str | None) -> list[str]:
+        """The revisions after `start` (None: from base) up to the heads, each after the ones
+        it follows (ties in id order)."""
+        wanted = set(self.parents)
+        if start is not None:
+            wanted = {r for r in self.parents if start in self.ancestors(r)}
+        done: list[str] = []
+        placed: set[str] = set()
+        while len(done) < len(wanted):
+            ready = sorted(
+                r
+                for r in wanted - placed
+                if all(p in placed or p not in wanted for p in self.parents[r])
+            )
+            if not ready:  # a cycle: Alembic refuses it where it matters
+                break
+            done += ready
+            placed.update(ready)
+        return done
 
     def children(self, revision: str) -> list[str]:
         return [child for child, parents in self.parents.items() if revision in parents]
@@ -80,17 +140,19 @@ def read(ini: Path) -> Graph | None:
     if versions is None or not versions.is_dir():
         return None
     parents: dict[str, tuple[str, ...]] = {}
+    docs: dict[str, str] = {}
+    paths: dict[str, Path] = {}
     for path in sorted(versions.iterdir()):
         if not path.is_file() or not REVISION_FILE.match(path.name):
             continue
         found = _identifiers(path)
         if found is None or found[0] in parents:
             return None
-        revision, down = found
-        parents[revision] = down
+        revision, down, docs[revision] = found
+        parents[revision], paths[revision] = down, path
     if any(parent not in parents for down in parents.values() for parent in down):
         return None
-    return Graph(parents)
+    return Graph(parents, docs, paths)
 
 
 def _versions_directory(ini: Path) -> Path | None:
@@ -106,11 +168,19 @@ def _versions_directory(ini: Path) -> Path | None:
     return found.versions
 
 
-def _identifiers(path: Path) -> tuple[str, tuple[str, ...]] | None:
+def _identifiers(path: Path) -> tuple[str, tuple[str, ...], str] | None:
     try:
-        return identifiers(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
+    found = _stated(tree)
+    return None if found is None else (*found, doc(ast.get_docstring(tree, clean=False)))
+
+
+def doc(docstring: str | None) -> str:
+    """A revision's message as Alembic's `Script.doc` has it: its docstring's first
+    paragraph."""
+    return re.split("\n\n", (docstring or "").strip())[0]
 
 
 def identifiers(text: str) -> tuple[str, tuple[str, ...]] | None:
@@ -120,6 +190,10 @@ def identifiers(text: str) -> tuple[str, tuple[str, ...]] | None:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
+    return _stated(tree)
+
+
+def _stated(tree: ast.Module) -> tuple[str, tuple[str, ...]] | None:
     values: dict[str, object] = {}
     for node in tree.body:
         target, value = _assignment(node)

@@ -14,12 +14,12 @@ from kubemigrate.settings import Settings
 
 def require_head(settings: Settings) -> None:
     """Fail unless the database is at the migrations' head."""
-    from kubemigrate.migrations import alembic_config, not_at_head
+    from kubemigrate.migrations import graph, not_at_head
     from kubemigrate.target import connect, database
 
-    config = alembic_config(settings)
+    revisions = graph(settings)
     with connect(database(settings)) as connection:
-        gap = not_at_head(config, connection)
+        gap = not_at_head(revisions, connection)
     if gap:
         raise ClusterError(
             f"the database is {gap}; run `inv db.upgrade` first, or pass --skip-db-check"

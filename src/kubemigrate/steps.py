@@ -152,13 +152,13 @@ def plan(settings: Settings) -> str:
     import io
 
     from kubemigrate.backups import client, facts
-    from kubemigrate.migrations import alembic_config, scripts, upgrade_sql
+    from kubemigrate.migrations import graph, upgrade_sql
     from kubemigrate.rollout import deploy_commands
     from kubemigrate.target import database
 
     db = database(settings)
     known = facts(db)
-    head = ", ".join(scripts(alembic_config(settings)).get_heads())
+    head = ", ".join(graph(settings).heads())
     where, dumped_by = client(settings, db, known.server_major)
     # The snapshot is exported when the backup starts, in the transaction that reads the revision.
     dump_argv = where.command("pg_dump", "--format=custom", "--snapshot=SNAPSHOT")
@@ -177,7 +177,7 @@ def plan(settings: Settings) -> str:
         try:
             upgrade_sql(settings, None if known.revision == "base" else known.revision, sql)
             lines += ["   " + line for line in sql.getvalue().rstrip().splitlines()]
-        except Exception:  # a data migration reading the database cannot render offline
+        except MigrationError:  # a data migration reading the database cannot render offline
             lines.append("   (not all of it renders offline: the plan below says which revision)")
     from kubemigrate import plan as planning
 
