@@ -117,6 +117,12 @@ CASES = {
         {"KUBEMIGRATE_DB_SECRET": "bad"},
         not_base64,
     ),
+    "Secret URL with a password not percent-encoded": Case(
+        ["db.current", *on()],
+        "Secret 'bad' key 'url' has an '@' after its USER:PASSWORD@",
+        {"KUBEMIGRATE_DB_SECRET": "bad", "KUBEMIGRATE_SECRET_URL_KEY": "url"},
+        secret({"url": f"postgresql://{ROLE}:{PASSWORD}@postgres:5432/app"}),
+    ),
     "missing Secret key": Case(
         ["db.current", *on()], "has no key 'password'", {"KUBEMIGRATE_DB_SECRET": "bad"}, secret({})
     ),

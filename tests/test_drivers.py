@@ -296,3 +296,32 @@ def holding(server: Server, database: str, statement: str) -> Iterator[None]:
     finally:
         release.set()
         holder.join(10)
+
+
+@pytest.mark.parametrize("driver", [name for name, (form, _) in DRIVERS.items() if form == "async"])
+def test_an_async_env_py_on_another_database_is_stopped(
+    user_project: Callable[..., UserProject], pg_server: Server, database: str, driver: str
+) -> None:
+    """The export leaves DATABASE_NAME out, and the shell still names another database: the
+    async engine connects there, and nothing is migrated anywhere."""
+    other = f"{database}_other"
+    pg_server.execute(f'CREATE DATABASE "{other}" OWNER km_app')
+    try:
+        project = user_project("async")
+        _, variables = DRIVERS[driver]
+        env = {
+            **variables,
+            "DATABASE_URL": pg_server.url(database),
+            "KUBEMIGRATE_MIGRATIONS_CONFIG": INI,
+            "KUBEMIGRATE_EXPORT": ASYNC_EXPORT.replace(",DATABASE_NAME={database}", ""),
+            "DATABASE_NAME": other,
+        }
+        refused = inv(project, env, "db.upgrade")
+        assert refused.code == 1, refused.output
+        assert f"/{other} as km_app, not to the database kubemigrate resolved" in refused.stderr
+        assert "nothing was migrated" in refused.stderr and "Traceback" not in refused.output
+        for name in (database, other):
+            found = pg_server.execute("SELECT to_regclass('alembic_version')", database=name)
+            assert found == [(None,)], name
+    finally:
+        pg_server.execute(f'DROP DATABASE IF EXISTS "{other}" WITH (FORCE)')

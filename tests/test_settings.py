@@ -71,7 +71,10 @@ def test_unknown_setting_names_the_file(tmp_path: Path) -> None:
     [
         ("KUBEMIGRATE_DB_PORT=fifty", r"KUBEMIGRATE_DB_PORT 'fifty' from \.env\.staging .*port"),
         ("KUBEMIGRATE_TARGET=kube", r"KUBEMIGRATE_TARGET 'kube' from \.env\.staging.*k8s"),
-        ("KUBEMIGRATE_CONNECT_TIMEOUT=-1", r"KUBEMIGRATE_CONNECT_TIMEOUT .*positive"),
+        (
+            "KUBEMIGRATE_CONNECT_TIMEOUT=-1",
+            r"KUBEMIGRATE_CONNECT_TIMEOUT .*seconds from 0\.001 to 86400",
+        ),
     ],
 )
 def test_malformed_value_names_setting_and_file(tmp_path: Path, line: str, pattern: str) -> None:
@@ -91,14 +94,30 @@ def test_every_setting_is_a_field_and_every_field_a_setting() -> None:
 @pytest.mark.parametrize(
     ("name", "text", "reason"),
     [
-        ("KUBEMIGRATE_DB_PORT", "fifty", "expected a port number (1-65535)"),
-        ("KUBEMIGRATE_DB_REMOTE_PORT", "65536", "expected a port number (1-65535)"),
-        ("KUBEMIGRATE_CONNECT_TIMEOUT", "soon", "expected a positive number of seconds"),
-        ("KUBEMIGRATE_ROLLOUT_TIMEOUT", "0", "expected a positive number of seconds"),
-        ("KUBEMIGRATE_LOCK_TIMEOUT", "-1", "expected a number of seconds, 0 or more"),
-        ("KUBEMIGRATE_STATEMENT_TIMEOUT", "off", "expected a number of seconds, 0 or more"),
-        ("KUBEMIGRATE_BACKUP_KEEP", "-3", "expected a whole number, 0 or more"),
-        ("KUBEMIGRATE_BACKUP_KEEP", "2.5", "expected a whole number, 0 or more"),
+        ("KUBEMIGRATE_DB_PORT", "fifty", "expected a port number from 1 to 65535"),
+        ("KUBEMIGRATE_DB_REMOTE_PORT", "65536", "expected a port number from 1 to 65535"),
+        (
+            "KUBEMIGRATE_CONNECT_TIMEOUT",
+            "soon",
+            "expected a number of seconds from 0.001 to 86400 (24 h)",
+        ),
+        (
+            "KUBEMIGRATE_ROLLOUT_TIMEOUT",
+            "0",
+            "expected a number of seconds from 0.001 to 86400 (24 h)",
+        ),
+        (
+            "KUBEMIGRATE_LOCK_TIMEOUT",
+            "-1",
+            "expected a number of seconds from 0.001 to 86400 (24 h), or 0 for none",
+        ),
+        (
+            "KUBEMIGRATE_STATEMENT_TIMEOUT",
+            "off",
+            "expected a number of seconds from 0.001 to 86400 (24 h), or 0 for none",
+        ),
+        ("KUBEMIGRATE_BACKUP_KEEP", "-3", "expected a whole number from 0 to 100000"),
+        ("KUBEMIGRATE_BACKUP_KEEP", "2.5", "expected a whole number from 0 to 100000"),
         ("KUBEMIGRATE_TARGET", "kube", "must be one of local, k8s, external"),
         ("KUBEMIGRATE_ENV", "prod/eu", "use letters, digits, '-' and '_'"),
         ("KUBEMIGRATE_PROTECTED", "maybe", "expected true or false"),
@@ -118,7 +137,7 @@ def test_malformed_secret_is_not_echoed() -> None:
     with pytest.raises(SettingsError) as info:
         _parse(secret_port, SECRET, ".env")
     assert str(info.value) == (
-        "KUBEMIGRATE_DB_PORT from .env is not valid: expected a port number (1-65535)"
+        "KUBEMIGRATE_DB_PORT from .env is not valid: expected a port number from 1 to 65535"
     )
 
 

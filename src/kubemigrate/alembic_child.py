@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemigrate import errors
-from kubemigrate.alembic_process import EXPORTED, PROJECT, REPORT, TARGET, TRACEBACK
-from kubemigrate.errors import DatabaseError, KubemigrateError, MigrationError, ProjectError
+from kubemigrate.alembic_process import EXPORTED, PROJECT, REPORT, SECRETS, TARGET, TRACEBACK
+from kubemigrate.errors import DatabaseError, KubemigrateError, MigrationError
 
 if TYPE_CHECKING:
     from kubemigrate.layout import Layout
@@ -36,11 +36,13 @@ class Guard:
     """Wraps `EnvironmentContext.configure`: checks env.py's connection, keeps one transaction
     per migration, and hides the exported variables once env.py has connected."""
 
-    def __init__(self, env_py: str, expected: dict[str, str] | None, exported: list[str]) -> None:
+    def __init__(
+        self, env_py: str, expected: dict[str, str] | None, exported: list[str], secret: list[str]
+    ) -> None:
         self.env_py = env_py
         self.expected = expected
         self.exported = exported
-        self.hidden = [os.environ.get(name, "") for name in exported]
+        self.hidden = [os.environ.get(name, "") for name in secret]  # never shown
         self.configured = False
         self.session: dict[str, str] = {}  # the migration session's settings, from the parent
 
@@ -168,6 +170,7 @@ def main() -> int:
     report = Path(os.environ.pop(REPORT))
     expected = json.loads(os.environ.pop(TARGET, "null"))
     exported = [name for name in os.environ.pop(EXPORTED, "").split(",") if name]
+    secret = [name for name in os.environ.pop(SECRETS, "").split(",") if name]
     project = Path(os.environ.pop(PROJECT, ".")).resolve()
     show_traceback = os.environ.pop(TRACEBACK, "") == "1"
 
@@ -179,7 +182,7 @@ def main() -> int:
     from kubemigrate.layout import Layout
 
     layout = Layout.read(Path(ini))
-    guard = Guard(str(_shown(layout.env_py, project)), expected, exported)
+    guard = Guard(str(_shown(layout.env_py, project)), expected, exported, secret)
     guard.install()
     from alembic import command as _preloaded  # noqa: F401  (imported while the parent prepares)
 
@@ -196,12 +199,14 @@ def main() -> int:
     except KubemigrateError as exc:
         outcome = {"error": type(exc).__name__, "message": errors.redact(str(exc), guard.hidden)}
         code = 1
-    except Exception as exc:  # the project's env.py, models or settings
-        failure = ProjectError.from_exception(exc, project, guard.hidden)
+    except Exception as exc:  # the project's revision files, env.py, models or settings
+        from kubemigrate.migrations import project_failure
+
+        failure = project_failure(exc, layout.ini, project, guard.hidden)
         if show_traceback:
             text = "".join(traceback.format_exception(exc))
             print(errors.redact(text, guard.hidden), file=sys.stderr)
-        outcome = {"error": "ProjectError", "message": str(failure)}
+        outcome = {"error": type(failure).__name__, "message": str(failure)}
         code = 1
     report.write_text(json.dumps(outcome), encoding="utf-8")
     return code

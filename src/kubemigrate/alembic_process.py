@@ -41,6 +41,7 @@ OFFLINE = URL("postgresql", username="offline", host="localhost", database="offl
 REPORT = "KUBEMIGRATE_CHILD_REPORT"
 TARGET = "KUBEMIGRATE_CHILD_TARGET"
 EXPORTED = "KUBEMIGRATE_CHILD_EXPORTED"
+SECRETS = "KUBEMIGRATE_CHILD_SECRETS"  # those of them that hold the password
 TRACEBACK = "KUBEMIGRATE_CHILD_TRACEBACK"
 PROJECT = "KUBEMIGRATE_CHILD_PROJECT"
 
@@ -65,7 +66,7 @@ class Child:
         db: Database | None,
     ) -> None:
         from kubemigrate import children
-        from kubemigrate.exports import names, render
+        from kubemigrate.exports import names, render, secret_names
 
         self.settings, self.layout, self.command, self.db = settings, layout, command, db
         url = db.url if db is not None else OFFLINE
@@ -75,6 +76,7 @@ class Child:
             **render(settings.export, url, settings.driver),
             REPORT: str(self.report),
             EXPORTED: ",".join(names(settings.export)),
+            SECRETS: ",".join(secret_names(settings.export)),
             PROJECT: str(settings.project_dir),
             TRACEBACK: "1" if errors.wants_traceback(settings.traceback) else "",
         }

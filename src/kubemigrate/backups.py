@@ -3,9 +3,12 @@
 A backup is two files in `<backup dir>/<environment>/`:
 `<database>_<UTC timestamp>_<revision>.dump` (pg_dump's custom format) and a `.json` sidecar
 (environment, database, server version, Alembic revision, size, sha256, duration, which
-pg_dump). The dump is written under a temporary name and renamed only once pg_dump exited 0
-and `pg_restore --list` reads it, so an interrupted or failed dump never looks like a backup.
-The revision is read in the snapshot that pg_dump dumps, so the name never lies about it.
+pg_dump). The dump is written under a temporary name and renamed only once pg_dump exited 0,
+the file is on the disk and `pg_restore --list` reads it, so an interrupted or failed dump never
+looks like a backup; the sidecar is written the same way. A write that fails (a full disk, a
+read-only directory) stops pg_dump at once and removes what was written: one line says which
+path and why. The revision is read in the snapshot that pg_dump dumps, so the name never lies
+about it. A sidecar is checked field by field before anything trusts it.
 
 For the bundled k8s target, pg_dump and pg_restore run inside the database pod through
 `kubectl exec` (their version matches the server's); otherwise a local pg_dump at least as new
@@ -15,6 +18,7 @@ The archive is checked with the pg_restore beside the pg_dump that wrote it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from kubemigrate.embedded import major_version
 from kubemigrate.errors import BackupError
+from kubemigrate.files import cannot_write, partial, remove, shown, sync, write_atomically
 from kubemigrate.layout import create_ignored
 from kubemigrate.locking import migration_lock
 from kubemigrate.pgclient import Client, local_binaries
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 TOOL = "kubemigrate"
 NAME = re.compile(r"^(?P<database>.+)_(?P<stamp>\d{8}T\d{6}\.\d{3}Z)_(?P<revision>[\w+-]+)\.dump$")
 STAMP = "%Y%m%dT%H%M%S.%fZ"  # trimmed to milliseconds: 20261124T143001.123Z
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -67,20 +73,79 @@ class Backup:
 
     @classmethod
     def read(cls, dump: Path) -> Backup:
-        """The sidecar of `dump`; BackupError if it is missing or not ours."""
+        """The sidecar of `dump`, checked field by field; BackupError if it is missing,
+        unreadable, malformed or not ours."""
         sidecar = dump.with_suffix(".json")
         try:
-            data = json.loads(sidecar.read_text())
-            backup = cls(**data)
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise BackupError(
                 f"{dump} has no sidecar {sidecar.name}: it was not written by kubemigrate"
             ) from None
-        except (ValueError, TypeError):
-            raise BackupError(f"{sidecar} is not a kubemigrate backup sidecar") from None
-        if backup.tool != TOOL:
-            raise BackupError(f"{sidecar} was not written by kubemigrate")
-        return backup
+        except OSError as exc:
+            raise BackupError(f"cannot read {sidecar}: {exc.strerror or exc}") from None
+        except ValueError:  # not JSON, or not text
+            raise BackupError(f"{sidecar} is not a kubemigrate backup sidecar (not JSON)") from None
+        problem = sidecar_problem(data)
+        if problem:
+            raise BackupError(f"{sidecar} is not a valid kubemigrate backup sidecar: {problem}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+TEXT_FIELDS = (
+    "file",
+    "environment",
+    "database",
+    "server_version",
+    "revision",
+    "sha256",
+    "created_at",
+    "dumped_by",
+)
+
+
+def sidecar_problem(data: object) -> str | None:
+    """What is wrong with a sidecar's content, in a few words; None when every field a backup
+    needs is there with the right type and form (unknown fields are left alone)."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    if data.get("tool", TOOL) != TOOL:
+        return f"written by {data.get('tool')!r}, not by kubemigrate"
+    missing = [name for name in (*TEXT_FIELDS, "size", "duration_seconds") if name not in data]
+    if missing:
+        return f"{', '.join(missing)} missing"
+    for name in TEXT_FIELDS:
+        if not isinstance(data[name], str) or not data[name]:
+            return f"{name} is {data[name]!r}, not a text"
+    if not _whole(data["size"]) or data["size"] < 0:
+        return f"size is {data['size']!r}, not a number of bytes"
+    duration = data["duration_seconds"]
+    if not (_whole(duration) or isinstance(duration, float)) or duration < 0:
+        return f"duration_seconds is {duration!r}, not a number of seconds"
+    return _form_problem(data)
+
+
+def _form_problem(data: dict[str, object]) -> str | None:
+    """What is wrong with the form of a sidecar's text fields (their types are right)."""
+    file, digest, stamp = str(data["file"]), str(data["sha256"]), str(data["created_at"])
+    if Path(file).name != file or not file.endswith(".dump"):
+        return f"file is {file!r}, not the name of a .dump file"
+    if not SHA256.match(digest):
+        return f"sha256 is {digest!r}, not a SHA-256 digest"
+    try:
+        datetime.strptime(stamp, STAMP)
+    except ValueError:
+        return f"created_at is {stamp!r}, not a time like 20261124T143001.123Z"
+    try:
+        major_version(str(data["server_version"]))
+    except ValueError:
+        return f"server_version is {data['server_version']!r}, not a PostgreSQL version"
+    return None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # -- facts about the database ------------------------------------------------------------------
@@ -176,10 +241,12 @@ def _dump(
 ) -> Backup:
     where, dumped_by = client(settings, db, known.server_major)
     directory = backup_directory(settings, output)
-    create_ignored(directory)
     stamp = timestamp()
     final = directory / f"{_safe(db.name)}_{stamp}_{known.revision}.dump"
-    partial = final.with_name(f".{final.name}.partial")
+    try:
+        create_ignored(directory)
+    except OSError as exc:
+        raise BackupError(cannot_write("the backup", final, exc)) from None
     print(
         f"Backing up {db.name} ({settings.environment}, revision {known.revision}) with "
         f"{dumped_by} to {final}",
@@ -189,19 +256,23 @@ def _dump(
     digest = hashlib.sha256()
     started = time.monotonic()
     meter = Progress(enabled=_show_progress() if progress is None else progress)
+    temporary = partial(final)
     try:
-        with partial.open("wb") as out:
+        with temporary.open("wb") as out:
 
-            def sink(chunk: bytes) -> None:
+            def sink(chunk: bytes) -> None:  # in sh's output thread; an error stops pg_dump
                 out.write(chunk)
                 digest.update(chunk)
                 meter.add(len(chunk))
 
-            size = _run_dump(db, where, snapshot, sink)
-        meter.done()
+            try:
+                size = _run_dump(db, where, snapshot, sink)
+            finally:
+                meter.done()
+            sync(out)
         if size == 0:
             raise BackupError("pg_dump wrote nothing; no backup was kept")
-        _check_archive(where, partial)
+        _check_archive(where, temporary)
         record = Backup(
             file=final.name,
             environment=settings.environment,
@@ -215,10 +286,12 @@ def _dump(
             dumped_by=dumped_by,
         )
         _write_sidecar(final, record)
-        partial.rename(final)
+        temporary.rename(final)
+    except OSError as exc:
+        remove(temporary, final.with_suffix(".json"))
+        raise BackupError(cannot_write("the backup", final, exc)) from None
     except BaseException:
-        partial.unlink(missing_ok=True)
-        final.with_suffix(".json").unlink(missing_ok=True)
+        remove(temporary, final.with_suffix(".json"))
         raise
     print(
         f"Backup {final.name}: {size_text(record.size)}, sha256 {record.sha256[:12]}…, "
@@ -269,10 +342,9 @@ def _check_archive(where: Client, path: Path) -> None:
 
 
 def _write_sidecar(dump: Path, record: Backup) -> None:
-    sidecar = dump.with_suffix(".json")
-    partial = sidecar.with_name(f".{sidecar.name}.partial")
-    partial.write_text(json.dumps(asdict(record), indent=2) + "\n")
-    partial.rename(sidecar)
+    """The `.json` beside `dump`, written whole or not at all (OSError on failure)."""
+    text = json.dumps(asdict(record), indent=2) + "\n"
+    write_atomically(dump.with_suffix(".json"), text.encode())
 
 
 def retain(directory: Path, database_name: str, keep: int) -> list[Path]:
@@ -283,23 +355,34 @@ def retain(directory: Path, database_name: str, keep: int) -> list[Path]:
     removed = []
     for old in sorted(ours, key=lambda b: b.created_at, reverse=True)[keep:]:
         dump = old.path(directory)
-        dump.unlink(missing_ok=True)
-        dump.with_suffix(".json").unlink(missing_ok=True)
+        remove(dump, dump.with_suffix(".json"))
         removed.append(dump)
     return removed
 
 
-def list_backups(directory: Path) -> list[Backup]:
-    """The backups in `directory` whose sidecar says kubemigrate wrote them, oldest first."""
+def list_backups(
+    directory: Path, unreadable: Callable[[Path, str], None] | None = None
+) -> list[Backup]:
+    """The backups in `directory` whose sidecar says kubemigrate wrote them, oldest first; each
+    named like a backup whose sidecar is missing or malformed goes to `unreadable` (its path
+    and what is wrong), by default a line on standard error."""
+    report = unreadable or _report_unreadable
     found = []
     for dump in sorted(directory.glob("*.dump")) if directory.is_dir() else []:
         if not NAME.match(dump.name):
             continue
         try:
-            found.append(Backup.read(dump))
-        except BackupError:
+            record = Backup.read(dump)
+        except BackupError as exc:
+            report(dump, exc.message)
             continue
+        # the file as it is named now (the sidecar's name is of when it was written)
+        found.append(dataclasses.replace(record, file=dump.name))
     return sorted(found, key=lambda b: b.created_at)
+
+
+def _report_unreadable(dump: Path, problem: str) -> None:
+    print(f"{dump.name}: unreadable, left alone ({problem})", file=sys.stderr)
 
 
 # -- restore -------------------------------------------------------------------------------------
@@ -312,10 +395,13 @@ def verify_file(path: Path) -> Backup:
     record = Backup.read(path)
     digest = hashlib.sha256()
     size = 0
-    with path.open("rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
+    try:
+        with path.open("rb") as source:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise BackupError(f"cannot read {shown(path)}: {exc.strerror or exc}") from None
     if size != record.size or digest.hexdigest() != record.sha256:
         raise BackupError(
             f"{path.name} does not match its sidecar (size or sha256 differ): the file is "

@@ -33,7 +33,7 @@ class Check:
 
 def verify(settings: Settings) -> list[Check]:
     """Run every check against the configured database."""
-    from kubemigrate.migrations import graph
+    from kubemigrate.migrations import graph, to_head
 
     checks: list[Check] = []
     if settings.target == "k8s":
@@ -41,7 +41,8 @@ def verify(settings: Settings) -> list[Check]:
     reachable, heads_in_db = _reachable(settings)
     checks.append(reachable)
 
-    script_heads = tuple(graph(settings).heads())
+    revisions = graph(settings)
+    script_heads = tuple(revisions.heads())
     single = len(script_heads) == 1
     checks.append(
         Check(
@@ -63,7 +64,7 @@ def verify(settings: Settings) -> list[Check]:
         Check(
             "at head",
             OK if at_head else FAIL,
-            shown if at_head else f"database at {shown}; run `inv db.upgrade`",
+            shown if at_head else f"database at {shown}; {to_head(revisions)}",
         )
     )
     if not at_head:

@@ -15,7 +15,13 @@ shapes cover them:
   ends it.
 
 A child gets only the environment it is given (`env`, else this process's), so a password
-reaches the one child that needs it. Ctrl-C or SIGTERM while a task waits for a child, or any
+reaches the one child that needs it.
+
+A child's output is handled in `sh`'s output thread. An error raised there (a full disk or a
+read-only file system under a backup's sink, a closed standard output under a relayed child)
+never escapes that thread, where it would print a thread's traceback and leave the child
+blocked on a pipe nobody reads: `_Relay` keeps it, stops the child, and the thread that waits
+for the child raises it. Ctrl-C or SIGTERM while a task waits for a child, or any
 other error, stops that child before the exception goes on; a child started with
 `die_with_parent` also gets SIGTERM from the kernel should this process be killed outright.
 `stopped_on_failure` does the same for children started side by side from worker threads.
@@ -30,12 +36,14 @@ import itertools
 import logging
 import os
 import queue
+import re
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -47,6 +55,7 @@ TAIL_LINES = 20
 STOP_TIMEOUT = 5.0
 PR_SET_PDEATHSIG = 1
 ANY_EXIT = list(range(256))  # the caller judges the exit code, sh does not
+ERROR_WORDS = re.compile(r"error|\bfatal\b|\bpanic\b", re.IGNORECASE)
 
 _live: dict[int, sh.RunningCommand] = {}
 _numbers = itertools.count()
@@ -70,8 +79,9 @@ class Tail:
         return "\n".join(self.lines)
 
     def summary(self) -> str:
-        """The line that says what went wrong: the last one mentioning an error, else the last."""
-        useful = [line for line in self.lines if "error" in line.lower()] or self.lines
+        """The line that says what went wrong: the last one mentioning an error (or a FATAL or
+        PANIC, as PostgreSQL's programs say), else the last."""
+        useful = [line for line in self.lines if ERROR_WORDS.search(line)] or self.lines
         return useful[-1] if useful else "no message"
 
 
@@ -155,9 +165,12 @@ def stream(
 ) -> Finished:
     """Run a program whose output is data: copy it to `sink` in large chunks, feed it `stdin`."""
     errors = Tail()
-    output = _Output(sink)
-    process = _start_data(program, args, output, errors, env, stdin)
-    return Finished(_wait(process), errors=errors, bytes=output.count)
+    relay = _Relay()
+    output = _Output(sink, relay)
+    process = relay.attach(_start_data(program, args, output, errors, env, stdin))
+    code = _wait(process)
+    relay.check()
+    return Finished(code, errors=errors, bytes=output.count)
 
 
 def _start_data(
@@ -197,9 +210,9 @@ def pipe(
     How each ended.
 
     `last` is written only when the producer succeeded; otherwise, and on Ctrl-C, SIGTERM or
-    any error, the consumer is stopped before its input ends, so that it never sees an input
-    that merely looks complete. A consumer that fails first stops the producer: nothing hangs
-    on a pipe nobody reads.
+    any error (`change` raising one included), the consumer is stopped before its input ends,
+    so that it never sees an input that merely looks complete. A consumer that fails first
+    stops the producer: nothing hangs on a pipe nobody reads.
     """
     feed: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
     if first:
@@ -228,12 +241,14 @@ def pipe(
             with suppress(OSError):
                 writer.terminate()
 
-    output = _Output(sink)
+    relay = _Relay()
+    output = _Output(sink, relay)
     program, args, env = producer
     try:
-        writer = _start_data(program, tuple(args), output, producer_errors, env)
+        writer = relay.attach(_start_data(program, tuple(args), output, producer_errors, env))
         writers.append(writer)
         produced = Finished(_wait(writer), errors=producer_errors, bytes=output.count)
+        relay.check()
         if not produced.ok:
             stop(reader)
         _end(feed, reader, last if produced.ok else b"")
@@ -268,8 +283,10 @@ def start_relayed(
     """Start a program whose output is the user's (a child Alembic's progress lines, or its
     SQL): its output and stderr pass through to this process's as they come; its standard
     input is fed from `stdin` (None in the queue ends it). In its own session: a Ctrl-C meant
-    for the task reaches the task, which then stops it in order. `finished` waits for it."""
-    errors = Tail()
+    for the task reaches the task, which then stops it in order. `finished` waits for it, and
+    raises a failure to pass its output on (a closed or full standard output)."""
+    relay = _Relay()
+    errors = _RelayedTail(relay)
 
     def on_out(text: str) -> None:
         sys.stdout.write(text)
@@ -284,19 +301,32 @@ def start_relayed(
         program,
         args,
         _in=stdin,
-        _out=on_out,
-        _err=on_err,
+        _out=relay.guard(on_out),
+        _err=relay.guard(on_err),
         _env=env,
         _cwd=cwd,
         _new_session=True,
         _preexec_fn=die_with_parent,
     )
-    return process, errors
+    return relay.attach(process), errors
 
 
 def finished(process: sh.RunningCommand, errors: Tail) -> Finished:
-    """Wait for a child `start_relayed` started (stopping it on Ctrl-C, SIGTERM or any error)."""
-    return Finished(_wait(process), errors=errors)
+    """Wait for a child `start_relayed` started (stopping it on Ctrl-C, SIGTERM or any error);
+    a failure to pass its output on is a `KubemigrateError` (the child was stopped)."""
+    from kubemigrate.errors import KubemigrateError
+    from kubemigrate.files import reason
+
+    code = _wait(process)
+    if isinstance(errors, _RelayedTail):
+        try:
+            errors.relay.check()
+        except OSError as exc:
+            raise KubemigrateError(
+                f"cannot pass on the output of {Path(str(process.cmd[0])).name}: "
+                f"{reason(exc)}; it was stopped"
+            ) from None
+    return Finished(code, errors=errors)
 
 
 def start(
@@ -307,16 +337,20 @@ def start(
     on_exit: Callable[[], None],
 ) -> sh.RunningCommand:
     """Start a program that keeps running, in its own session (a Ctrl-C meant for the task
-    reaches the task alone, which then stops it in order); `stop` ends it."""
-    return _spawn(
+    reaches the task alone, which then stops it in order); `stop` ends it. Should `on_out` or
+    `on_err` raise, the program is stopped (and `on_exit` called) instead of a thread's
+    traceback being printed."""
+    relay = _Relay()
+    process = _spawn(
         program,
         args,
-        _out=on_out,
-        _err=on_err,
+        _out=relay.guard(on_out),
+        _err=relay.guard(on_err),
         _done=lambda *_: on_exit(),
         _new_session=True,
         _preexec_fn=die_with_parent,
     )
+    return relay.attach(process)
 
 
 def stop(process: sh.RunningCommand, grace: float = STOP_TIMEOUT) -> None:
@@ -417,12 +451,92 @@ def _wait(process: sh.RunningCommand) -> int | None:
     return int(process.exit_code or 0)
 
 
-class _Output(io.RawIOBase):
-    """Where sh writes a child's output: as raw bytes (being a file), counted, to `sink`."""
+class _Relay:
+    """The first error raised where a child's output is handed on (in sh's output thread).
 
-    def __init__(self, sink: Callable[[bytes], None] | None) -> None:
+    It is kept for the thread that waits for the child (`check` raises it there) instead of
+    escaping the output thread; the child is stopped at once, and what it still writes is read
+    and dropped, so that it never blocks on a full pipe."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.process: sh.RunningCommand | None = None
+        self._lock = threading.Lock()
+
+    def attach(self, process: sh.RunningCommand) -> sh.RunningCommand:
+        """The child whose output this relays (stopped at once if it failed already)."""
+        with self._lock:
+            self.process = process
+            failed = self.error is not None
+        if failed:
+            _halt(process)
+        return process
+
+    def fail(self, exc: BaseException) -> None:
+        """Keep `exc` (the first one only) and stop the child."""
+        with self._lock:
+            first = self.error is None
+            if first:
+                self.error = exc
+            process = self.process
+        if first and process is not None:
+            _halt(process)
+
+    def guard(self, callback: Callable[[str], None]) -> Callable[[str], bool]:
+        """`callback` as an sh line callback that never raises: its error is kept (`fail`),
+        and sh calls it no more (a callback returning True is done)."""
+
+        def guarded(text: str) -> bool:
+            if self.error is not None:
+                return True
+            try:
+                callback(text)
+            except BaseException as exc:  # in sh's output thread: it must not raise
+                self.fail(exc)
+                return True
+            return False
+
+        return guarded
+
+    def check(self) -> None:
+        """Raise the error kept, if any (in the thread that waited for the child)."""
+        if self.error is not None:
+            raise self.error
+
+
+class _RelayedTail(Tail):
+    """The stderr tail of a child `start_relayed` started, with the relay of its output."""
+
+    def __init__(self, relay: _Relay) -> None:
+        super().__init__()
+        self.relay = relay
+
+
+def _halt(process: sh.RunningCommand) -> None:
+    """Stop a child from a thread that must not wait for it: SIGTERM now, SIGKILL after
+    STOP_TIMEOUT should it still run. Children whose output is relayed lead a session of their
+    own: the signal goes to their whole process group (a shell's pipeline with them)."""
+
+    def kill_if_alive() -> None:
+        if process.is_alive():
+            with suppress(OSError):
+                process.kill_group()
+
+    with suppress(OSError):
+        process.signal_group(signal.SIGTERM)
+    timer = threading.Timer(STOP_TIMEOUT, kill_if_alive)
+    timer.daemon = True
+    timer.start()
+
+
+class _Output(io.RawIOBase):
+    """Where sh writes a child's output: as raw bytes (being a file), counted, to `sink`. An
+    error the sink raises goes to `relay`; what comes after it is dropped."""
+
+    def __init__(self, sink: Callable[[bytes], None] | None, relay: _Relay) -> None:
         super().__init__()
         self.sink = sink
+        self.relay = relay
         self.count = 0
 
     def writable(self) -> bool:
@@ -430,7 +544,12 @@ class _Output(io.RawIOBase):
 
     def write(self, chunk: ReadableBuffer) -> int:
         data = bytes(chunk)
+        if self.relay.error is not None:
+            return len(data)
         self.count += len(data)
         if self.sink is not None:
-            self.sink(data)
+            try:
+                self.sink(data)
+            except BaseException as exc:  # in sh's output thread: it must not raise
+                self.relay.fail(exc)
         return len(data)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kubemigrate.errors import ClusterError
-from kubemigrate.urls import URL, parse_url, url_from_parts
+from kubemigrate.urls import URL, host_problem, parse_url, url_from_parts
 
 if TYPE_CHECKING:
     from kubemigrate.kube import Secret
@@ -63,15 +63,36 @@ def _from_secret(settings: Settings, secret: Secret) -> URL:
 
     if settings.secret_url_key:
         return parse_url(need(settings.secret_url_key), f"{origin} key {settings.secret_url_key!r}")
-    port_text = secret.values.get(settings.secret_port_key, str(settings.db_port))
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ClusterError(f"{origin} key {settings.secret_port_key!r} is not a port") from None
     return url_from_parts(
-        host=secret.values.get(settings.secret_host_key, settings.db_host or ""),
-        port=port,
+        host=_secret_host(settings, secret, origin),
+        port=_secret_port(settings, secret, origin),
         user=need(settings.secret_user_key),
         password=need(settings.secret_password_key),
         database=secret.values.get(settings.secret_database_key, settings.db_name),
     )
+
+
+def _secret_host(settings: Settings, secret: Secret, origin: str) -> str:
+    """The Secret's host, else `KUBEMIGRATE_DB_HOST`; one that cannot be a host (it holds a
+    password, as `PASSWORD@HOST` does) is refused without showing it."""
+    host = secret.values.get(settings.secret_host_key, settings.db_host or "")
+    problem = host_problem(host) if host else None
+    if problem:
+        raise ClusterError(
+            f"{origin} key {settings.secret_host_key!r} is not a host: {problem}; fix the Secret"
+        )
+    return host
+
+
+def _secret_port(settings: Settings, secret: Secret, origin: str) -> int:
+    """The Secret's port (1-65535), else `KUBEMIGRATE_DB_PORT`."""
+    text = secret.values.get(settings.secret_port_key, str(settings.db_port))
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ClusterError(
+            f"{origin} key {settings.secret_port_key!r} is not a port (1-65535); fix the Secret"
+        )
+    return port

@@ -9,17 +9,25 @@ when asked (`inv dev.db --stop`). It listens on 127.0.0.1 on a free port and on 
 in its data directory; its `postmaster.pid` file is the single record of where it runs. A data
 directory made by another major version is refused with what to do, not started.
 
+Creating, starting and stopping hold a lock (`fcntl.flock` on the data directory's parent
+directory), so tasks started together start the server once: the others wait, then use
+it. initdb writes into a temporary directory beside the data directory, renamed into place
+only once complete; a failed initdb (a full disk, say) leaves nothing a later run would refuse.
+
 PostgreSQL refuses to run as root, so under root (containers, CI) the server runs as the system
 user `pgserver` (the name the earlier embedded package used), created if missing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -27,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from kubemigrate import children
 from kubemigrate.errors import DatabaseError
+from kubemigrate.files import reason, shown
 from kubemigrate.layout import create_ignored
 
 if TYPE_CHECKING:
@@ -38,6 +47,8 @@ SUPERUSER = "postgres"
 SERVER_USER_WHEN_ROOT = "pgserver"
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; keep room for "/.s.PGSQL.NNNNN"
 START_TIMEOUT = 60
+LOCK_WAIT = 3 * START_TIMEOUT  # longer than initdb and a start take, each bounded
+LOCK_POLL = 0.1
 
 
 def bin_dir(override: str | Path | None = None) -> Path:
@@ -130,7 +141,12 @@ class EmbeddedPostgres:
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> Status:
-        """Create the data directory if needed and start the server unless it already runs."""
+        """Create the data directory if needed and start the server unless it already runs;
+        runs starting it at the same moment wait for each other (see the module's docstring)."""
+        with self._locked():
+            return self._start()
+
+    def _start(self) -> Status:
         status = self.status()
         if status.running:
             return status
@@ -158,7 +174,10 @@ class EmbeddedPostgres:
         """Stop the server (fast shutdown). True if it was running."""
         if not self.status().running:
             return False
-        self._pg_ctl("stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT))
+        with self._locked():
+            if not self.status().running:
+                return False
+            self._pg_ctl("stop", "-w", "-m", "fast", "-t", str(START_TIMEOUT))
         return True
 
     def restart(self) -> Status:
@@ -182,8 +201,10 @@ class EmbeddedPostgres:
         return psycopg2.connect(self.url(database).replace("+psycopg2", ""), connect_timeout=10)
 
     def ensure_database(self, name: str) -> None:
-        """Create database `name` if it does not exist."""
-        from psycopg2 import sql
+        """Create database `name` if it does not exist (another run creating it at the same
+        moment is fine)."""
+        import psycopg2
+        from psycopg2 import errorcodes, sql
 
         conn = self.connect()
         try:
@@ -192,6 +213,9 @@ class EmbeddedPostgres:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg2.Error as exc:
+            if exc.pgcode not in (errorcodes.DUPLICATE_DATABASE, errorcodes.UNIQUE_VIOLATION):
+                raise
         finally:
             conn.close()
 
@@ -207,6 +231,47 @@ class EmbeddedPostgres:
 
     # -- internals -----------------------------------------------------------------------------
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock on creating, starting and stopping this server, waiting for another
+        run holding it (up to LOCK_WAIT). The lock is taken on the data directory's parent
+        itself, so no lock file is left in a project. Where that directory cannot be made,
+        an existing data directory is used without the lock: nothing is created there."""
+        try:
+            create_ignored(self.data_dir.parent)
+            handle = os.open(self.data_dir.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            if not self.initialized:
+                raise DatabaseError(self._cannot_create(exc)) from None
+            yield
+            return
+        try:
+            self._acquire(handle)
+            yield
+        finally:
+            os.close(handle)  # releases the lock
+
+    def _acquire(self, handle: int) -> None:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DatabaseError(
+                        f"another run has been creating or starting the embedded PostgreSQL in "
+                        f"{self.data_dir} for {LOCK_WAIT} s (it holds a lock on "
+                        f"{self.data_dir.parent}); stop it, or wait and run the task again"
+                    ) from None
+                time.sleep(LOCK_POLL)
+
+    def _cannot_create(self, exc: OSError) -> str:
+        return (
+            f"cannot create the embedded PostgreSQL's data directory {shown(self.data_dir)}: "
+            f"{reason(exc)}; nothing was kept"
+        )
+
     def _require_same_major(self) -> None:
         """A data directory is only ever opened by the major version that made it."""
         made_by = (self.data_dir / "PG_VERSION").read_text().strip()
@@ -220,14 +285,40 @@ class EmbeddedPostgres:
             )
 
     def _initdb(self) -> None:
-        create_ignored(self.data_dir.parent)  # .kubemigrate/: initdb wants pgdata/ empty
-        self.data_dir.mkdir(exist_ok=True)
-        self.data_dir.chmod(0o700)
-        self._hand_over(self.data_dir)
+        """Make the data directory: initdb into a temporary directory beside it, renamed into
+        place once complete; on any failure the temporary directory goes (with the lock held,
+        a temporary directory left by a run killed midway goes first)."""
+        if self.data_dir.exists() and not _empty_directory(self.data_dir):
+            raise DatabaseError(
+                f"{self.data_dir} exists but is not a PostgreSQL data directory (it has no "
+                "PG_VERSION): move it away, or set KUBEMIGRATE_DATA_DIR to another directory"
+            )
+        building = self.data_dir.with_name(f".{self.data_dir.name}.initdb")
+        shutil.rmtree(building, ignore_errors=True)
+        try:
+            self._build(building)
+            if self.data_dir.exists():
+                self.data_dir.rmdir()  # empty, checked above
+            building.rename(self.data_dir)
+        except OSError as exc:
+            shutil.rmtree(building, ignore_errors=True)
+            raise DatabaseError(self._cannot_create(exc)) from None
+        except DatabaseError as exc:  # initdb failed
+            shutil.rmtree(building, ignore_errors=True)
+            raise DatabaseError(f"{exc.message}; nothing was kept") from None
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
+
+    def _build(self, building: Path) -> None:
+        """initdb into `building`, configured for the data directory it becomes."""
+        building.mkdir(mode=0o700)
+        building.chmod(0o700)
+        self._hand_over(building)
         self._run(
             program("initdb", self.programs),
             "-D",
-            str(self.data_dir),
+            str(building),
             "-U",
             SUPERUSER,
             "-E",
@@ -236,7 +327,7 @@ class EmbeddedPostgres:
             f"--auth-host={self.host_auth}",
         )
         socket_dir = self._socket_dir()
-        with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+        with (building / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write(
                 "\n# written by kubemigrate\n"
                 "listen_addresses = '127.0.0.1'\n"
@@ -273,10 +364,9 @@ class EmbeddedPostgres:
                 f"see {self.data_dir / 'server.log'}"
             )
         if not finished.ok:
-            detail = finished.errors.lines or finished.output.strip().splitlines()
-            last = detail[-1] if detail else f"exit code {finished.code}"
             raise DatabaseError(
-                f"{name} failed for the embedded PostgreSQL in {self.data_dir}: {last}"
+                f"{name} failed for the embedded PostgreSQL in {self.data_dir}: "
+                f"{_telling_line(finished)}"
             )
 
     def _hand_over(self, path: Path) -> None:
@@ -338,6 +428,19 @@ def _make_traversable(path: Path) -> None:
         mode = parent.stat().st_mode
         if not mode & 0o001:
             parent.chmod(mode | 0o001)
+
+
+def _telling_line(finished: children.Finished) -> str:
+    """What went wrong, in a failed program's words: its stderr's telling line (initdb's
+    FATAL, say), else the last line of its output, else its exit code."""
+    if finished.errors.lines:
+        return finished.errors.summary()
+    output = finished.output.strip().splitlines()
+    return output[-1] if output else f"exit code {finished.code}"
+
+
+def _empty_directory(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
 
 
 def _alive(pid: int) -> bool:

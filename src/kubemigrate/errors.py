@@ -76,9 +76,12 @@ class ProjectError(KubemigrateError):
             f for f in frames if _under(f.filename, project) and "site-packages" not in f.filename
         ]
         where = ""
-        if own or frames:
+        if isinstance(exc, SyntaxError) and exc.filename:  # where the file fails to parse
+            where = f"{shown_path(exc.filename, project)}:{exc.lineno}: "
+            exc = SyntaxError(exc.msg)
+        elif own or frames:
             frame = (own or frames)[-1]
-            where = f"{_shown_path(frame.filename, project)}:{frame.lineno}: "
+            where = f"{shown_path(frame.filename, project)}:{frame.lineno}: "
         text = str(exc).strip().splitlines()
         first = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
         message = (
@@ -116,8 +119,9 @@ def _under(filename: str, project: Path) -> bool:
     return True
 
 
-def _shown_path(filename: str, project: Path) -> str:
+def shown_path(filename: str | Path, project: Path) -> str:
+    """`filename` relative to the project's directory where it is under it."""
     try:
         return str(Path(filename).resolve().relative_to(project))
     except (ValueError, OSError):
-        return filename
+        return str(filename)

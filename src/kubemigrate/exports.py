@@ -64,3 +64,9 @@ def render(exports: tuple[tuple[str, str], ...], url: URL, driver: str | None) -
 
 def names(exports: tuple[tuple[str, str], ...]) -> list[str]:
     return [name for name, _ in exports]
+
+
+def secret_names(exports: tuple[tuple[str, str], ...]) -> list[str]:
+    """The variables whose value holds the password (their template names {password} or
+    {url}): what a message must never show. Host, port, user and database may be shown."""
+    return [name for name, template in exports if "{password}" in template or "{url}" in template]

@@ -100,10 +100,18 @@ def resolve_sys_path(layout: Layout) -> list[str]:
 def create_ignored(path: Path) -> None:
     """Create directory `path` (and its parents); the top-most directory created gets a
     `.gitignore` of `*`, so what kubemigrate writes there (the embedded server's data, backups)
-    stays out of the project's git."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    path.mkdir(parents=True, exist_ok=True)
-    if missing:
-        (missing[-1] / ".gitignore").write_text(
-            "# Written by kubemigrate: nothing here belongs in git.\n*\n", encoding="utf-8"
+    stays out of the project's git. All or nothing: on failure (an OSError) the directories it
+    made are removed again."""
+    from kubemigrate.files import make_directories, remove_directories, write_atomically
+
+    created = make_directories(path)
+    if not created:
+        return
+    try:
+        write_atomically(
+            created[-1] / ".gitignore",
+            b"# Written by kubemigrate: nothing here belongs in git.\n*\n",
         )
+    except BaseException:
+        remove_directories(created)
+        raise

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from kubemigrate.errors import (
     DatabaseError,
+    KubemigrateError,
     MigrationError,
     SettingsError,
     redact,
@@ -61,6 +63,8 @@ def configure_logging(stream: TextIO | None = None) -> None:
     logger.propagate = False
     for chatty in QUIET_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    # A down_revision naming no revision: the error that follows says which file (revisions.py).
+    warnings.filterwarnings("ignore", r"Revision \S+ referenced from .* is not present")
 
 
 def _not_set_up_notes(record: logging.LogRecord) -> bool:
@@ -174,6 +178,12 @@ def _advice(message: str) -> str:
             f"{first}: the database has fewer migrations applied than that; "
             "`inv db.current` shows where it is"
         )
+    missing_id = re.match(r"Could not determine revision id from filename (\S+?\.py)", first)
+    if missing_id:
+        return (
+            f'revision file {missing_id[1]} states no revision id: add `revision = "..."` and '
+            "`down_revision` as the other revision files have them (nothing was changed)"
+        )
     if "Can't locate revision" in first or "No such revision" in first:
         return f"{first.rstrip('.')}; `inv db.history` lists the known revisions"
     return first
@@ -204,12 +214,13 @@ def _online(
 
 @contextmanager
 def project_errors(settings: Settings) -> Iterator[None]:
-    """An exception from the project's own code (env.py, its models, its settings) as one line
-    naming the file and line; the traceback too with `--debug` or KUBEMIGRATE_TRACEBACK."""
+    """An exception from the project's own files (its revision files, env.py, models, settings)
+    as one line naming the file and line (`project_failure`); the traceback too with `--debug`
+    or KUBEMIGRATE_TRACEBACK."""
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
 
-    from kubemigrate.errors import KubemigrateError, ProjectError
+    from kubemigrate.errors import KubemigrateError
     from kubemigrate.target import known_passwords
 
     try:
@@ -220,7 +231,22 @@ def project_errors(settings: Settings) -> Iterator[None]:
         hidden = known_passwords()
         if wants_traceback(settings.traceback):
             print(redact("".join(traceback.format_exception(exc)), hidden), file=sys.stderr)
-        raise ProjectError.from_exception(exc, settings.project_dir, hidden) from None
+        raise project_failure(exc, layout(settings).ini, settings.project_dir, hidden) from None
+
+
+def project_failure(
+    exc: BaseException, ini: Path, project: Path, hidden: Sequence[str]
+) -> KubemigrateError:
+    """The one line for an exception raised while Alembic ran the project's files, in this
+    process or in the child: a broken revision file said precisely (which file, what is wrong
+    with it, as `ast` reads them), else the project's file and line where it was raised."""
+    from kubemigrate.errors import ProjectError, shown_path
+    from kubemigrate.revisions import diagnose
+
+    found = diagnose(ini, lambda path: shown_path(path, project))
+    if found is not None:
+        return MigrationError(found)
+    return ProjectError.from_exception(exc, project, hidden)
 
 
 def _offline(settings: Settings, sql_output: TextIO | None = None) -> Config:
@@ -337,6 +363,7 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> Any
         case "graph":
             return _graph_rows(scripts(config))
         case "render":
+            scripts(config).get_heads()  # a broken revision file is said as such, not "offline"
             return [_render(config, span) for span in arguments["spans"]]
         case _:
             raise MigrationError(f"unknown Alembic command {name!r}")
@@ -521,15 +548,29 @@ def revision(settings: Settings, message: str, *, autogenerate: bool = True) -> 
             'a revision needs a message saying what it does, e.g. inv db.revision "add '
             'user.is_active"'
         )
-    written = _run(settings, "revision", {"message": message, "autogenerate": autogenerate})
-    return [Path(path) for path in written]
+    arguments = {"message": docstring_text(message), "autogenerate": autogenerate}
+    return [Path(path) for path in _run(settings, "revision", arguments)]
+
+
+def docstring_text(message: str) -> str:
+    """`message` written so that, inside the triple-quoted docstring that revision templates
+    open with, it parses and reads back as `message`: backslashes and quotes escaped (so the
+    user's own script.py.mako needs no change). Control characters other than line breaks and
+    tabs are refused."""
+    if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", message):
+        raise MigrationError(
+            "a revision message cannot hold control characters (other than line breaks and "
+            "tabs); write it as plain text"
+        )
+    return message.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def merge(settings: Settings, revisions: Sequence[str], message: str | None) -> list[Path]:
     """Create a merge revision joining `revisions` (default: all heads)."""
     if len(graph(settings).heads()) < 2 and not revisions:
         raise MigrationError("there is a single head: nothing to merge")
-    written = _run(settings, "merge", {"revisions": list(revisions) or "heads", "message": message})
+    text = docstring_text(message) if message is not None else None
+    written = _run(settings, "merge", {"revisions": list(revisions) or "heads", "message": text})
     return [Path(path) for path in written]
 
 
@@ -592,10 +633,18 @@ def not_at_head(
     return f"at {at}, not at head ({', '.join(sorted(wanted))})"
 
 
+def to_head(graph: Graph) -> str:
+    """What brings a database to head: the upgrade, after merging the heads if there are
+    several (an upgrade to "head" refuses them)."""
+    if len(graph.heads()) > 1:
+        return "merge the heads with `inv db.merge`, then run `inv db.upgrade`"
+    return "run `inv db.upgrade`"
+
+
 def _require_head(graph: Graph, connection: Connection | psycopg2.extensions.connection) -> None:
     gap = not_at_head(graph, connection)
     if gap:
-        raise MigrationError(f"the database is {gap}; run `inv db.upgrade` first")
+        raise MigrationError(f"the database is {gap}; {to_head(graph)} first")
     connection.rollback()  # end the read's implicit transaction before Alembic starts its own
 
 

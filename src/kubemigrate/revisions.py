@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,53 @@ def read(ini: Path) -> Graph | None:
     if any(parent not in parents for down in parents.values() for parent in down):
         return None
     return Graph(parents, docs, paths)
+
+
+def diagnose(ini: Path, shown: Callable[[Path], str] = str) -> str | None:
+    """What is wrong with the revision files of the project `ini` configures, said as one
+    line naming the file (`shown` renders its path) and what to do; None when `ast` finds
+    nothing wrong (the files may still fail when run).
+
+    Looked for, as the files are read: one that does not parse, a `down_revision` that names
+    no revision, and two files stating the same revision.
+    """
+    versions = _versions_directory(ini)
+    if versions is None or not versions.is_dir():
+        return None
+    stated: dict[str, Path] = {}
+    follows: list[tuple[Path, str]] = []
+    all_stated = True  # a computed id could be what a down_revision names
+    for path in sorted(versions.iterdir()):
+        if not path.is_file() or not REVISION_FILE.match(path.name):
+            continue
+        try:
+            tree = ast.parse(path.read_bytes())
+        except SyntaxError as exc:
+            return (
+                f"{shown(path)}:{exc.lineno}: SyntaxError: {exc.msg}; fix that revision "
+                "file (nothing was changed)"
+            )
+        except (OSError, ValueError) as exc:
+            return f"{shown(path)} cannot be read ({exc}); fix or remove it (nothing was changed)"
+        found = _stated(tree)
+        if found is None:
+            all_stated = False
+            continue
+        revision, down = found
+        if revision in stated:
+            return (
+                f"{shown(path)} states revision {revision!r}, as {shown(stated[revision])} "
+                "does: give one of them a new id (and fix the down_revision that follows it)"
+            )
+        stated[revision] = path
+        follows += [(path, parent) for parent in down]
+    for path, parent in follows:
+        if all_stated and parent not in stated:
+            return (
+                f"{shown(path)}: down_revision {parent!r} names no revision in {shown(versions)}"
+                "; set it to the revision this one follows (nothing was changed)"
+            )
+    return None
 
 
 def _versions_directory(ini: Path) -> Path | None:

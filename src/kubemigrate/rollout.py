@@ -14,7 +14,7 @@ from kubemigrate.settings import Settings
 
 def require_head(settings: Settings) -> None:
     """Fail unless the database is at the migrations' head."""
-    from kubemigrate.migrations import graph, not_at_head
+    from kubemigrate.migrations import graph, not_at_head, to_head
     from kubemigrate.target import connect, database
 
     revisions = graph(settings)
@@ -22,7 +22,7 @@ def require_head(settings: Settings) -> None:
         gap = not_at_head(revisions, connection)
     if gap:
         raise ClusterError(
-            f"the database is {gap}; run `inv db.upgrade` first, or pass --skip-db-check"
+            f"the database is {gap}; {to_head(revisions)} first, or pass --skip-db-check"
         )
 
 

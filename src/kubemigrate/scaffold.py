@@ -8,7 +8,9 @@
 - `.env.example`: every kubemigrate setting with its help, all commented out.
 
 env.py and script.py.mako are copied from `kubemigrate/templates/`. Nothing is overwritten:
-when any of the files exists, nothing at all is written.
+when any of the files exists, nothing at all is written. The files are written all or none:
+each under a temporary name first, then all renamed; should any write fail (a full disk, a
+read-only directory), what was written and the directories made for it are removed again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from importlib.resources import files
 from importlib.util import find_spec
 from pathlib import Path
 
-from kubemigrate.errors import SettingsError
+from kubemigrate.errors import KubemigrateError, SettingsError
+from kubemigrate.files import make_directories, reason, remove, remove_directories, shown, stage
 from kubemigrate.settings import SETTINGS
 
 ENV_EXAMPLE_HEADER = """\
@@ -164,12 +167,39 @@ def first_existing(project_dir: Path, directory: str, paths: list[str]) -> str |
     return None
 
 
-def write(path: Path, text: str) -> None:
-    """Write `text` to `path` (utf-8, ending with a newline unless empty), making its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def content(text: str) -> bytes:
+    """`text` as a file holds it: utf-8, ending with a newline unless empty."""
     if text and not text.endswith("\n"):
         text += "\n"
-    path.write_text(text, encoding="utf-8")
+    return text.encode("utf-8")
+
+
+def write_all(project_dir: Path, texts: dict[str, str]) -> list[Path]:
+    """Write each of `texts` (by path relative to `project_dir`), making their folders: all of
+    them or, should any write fail, none (a `KubemigrateError` names the path and why). The
+    paths written."""
+    made: list[Path] = []  # directories created, deepest first
+    staged: dict[Path, Path] = {}  # each file, by its temporary name
+    placed: list[Path] = []
+    current = project_dir
+    try:
+        for name, text in texts.items():
+            current = project_dir / name
+            made = make_directories(current.parent) + made
+            staged[stage(current, content(text))] = current
+        for temporary, path in staged.items():
+            current = path
+            temporary.rename(path)
+            placed.append(path)
+    except BaseException as exc:
+        remove(*staged, *placed)
+        remove_directories(made)
+        if isinstance(exc, OSError):
+            raise KubemigrateError(
+                f"cannot write {shown(current)}: {reason(exc)}; nothing was written"
+            ) from None
+        raise
+    return placed
 
 
 def init(
@@ -187,8 +217,4 @@ def init(
     existing = first_existing(project_dir, directory, list(texts))
     if existing:
         raise SettingsError(f"{existing} in {project_dir}; nothing was written")
-    written = []
-    for name, text in texts.items():
-        write(project_dir / name, text)
-        written.append(project_dir / name)
-    return written
+    return write_all(project_dir, texts)

@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from kubemigrate.errors import SettingsError
 
@@ -40,16 +40,82 @@ T = TypeVar("T")
 
 N = TypeVar("N", int, float)
 
+DAY = 86400  # seconds: the longest wait or timeout a setting takes
 
-def _number(value: str, convert: Callable[[str], N], accept: Callable[[N], bool], reason: str) -> N:
-    """`value` converted and accepted, or ValueError(reason)."""
-    try:
-        number = convert(value)
-    except ValueError:
-        raise ValueError(reason) from None
-    if not accept(number):
-        raise ValueError(reason)
-    return number
+
+class Unshown(ValueError):
+    """A malformed value whose text is not shown in the message: it may hold a password (a
+    host written as USER:PASSWORD@HOST)."""
+
+
+@dataclass(frozen=True)
+class Number(Generic[N]):
+    """A kind of number with its range, declared once for every setting of the kind.
+
+    `low` to `high` inclusive, plus 0 when `zero` says what 0 means (a timeout of 0 is none).
+    The range is finite, so `inf`, `nan` and `1e999` are refused with the rest; `bounds` is
+    the range as the help of each setting of the kind shows it.
+    """
+
+    convert: Callable[[str], N]
+    what: str
+    low: N
+    high: N
+    zero: str | None = None
+    note: str = ""
+
+    def __call__(self, value: str) -> N:
+        """`value` converted; ValueError saying the range when it is malformed or outside."""
+        try:
+            number = self.convert(value)
+        except ValueError:
+            raise ValueError(self.expected) from None
+        if not (self.low <= number <= self.high or (self.zero is not None and number == 0)):
+            raise ValueError(self.expected)
+        return number
+
+    @property
+    def bounds(self) -> str:
+        """The range: `1 to 65535`, `0.001 to 86400 (24 h), or 0 for none`."""
+        text = f"{_plain(self.low)} to {_plain(self.high)}" + (
+            f" ({self.note})" if self.note else ""
+        )
+        return f"{text}, or 0 for {self.zero}" if self.zero is not None else text
+
+    @property
+    def expected(self) -> str:
+        """The reason a malformed value is refused."""
+        return f"expected {self.what} from {self.bounds}"
+
+
+def _plain(number: float) -> str:
+    """A number as written by hand: 86400, 0.001 (not 8.64e+04)."""
+    return str(int(number)) if number == int(number) else f"{number:g}"
+
+
+@dataclass(frozen=True)
+class Blank(Generic[T]):
+    """Empty, meaning None, or a value of `kind` (whose range it shows)."""
+
+    kind: Callable[[str], T]
+
+    def __call__(self, value: str) -> T | None:
+        """None for empty text, else the value `kind` reads."""
+        return self.kind(value) if value.strip() else None
+
+    @property
+    def bounds(self) -> str | None:
+        """The range of `kind`, if it has one."""
+        return getattr(self.kind, "bounds", None)
+
+
+PORT = Number(int, "a port number", 1, 65535)
+# PostgreSQL takes lock_timeout and statement_timeout in whole milliseconds, up to 24.8 days.
+SECONDS = Number(float, "a number of seconds", 0.001, DAY, note="24 h")
+SECONDS_OR_NONE = Number(float, "a number of seconds", 0.001, DAY, zero="none", note="24 h")
+# A Job's ttlSecondsAfterFinished: how long a failed migration Job is kept to look at.
+RETENTION = Number(float, "a number of seconds", 1.0, 30.0 * DAY, note="30 days")
+COUNT = Number(int, "a whole number", 0, 100_000)
 
 
 def _text(value: str) -> str:
@@ -60,26 +126,6 @@ def _text(value: str) -> str:
 def _optional(value: str) -> str | None:
     """Text, stripped; empty means None."""
     return value.strip() or None
-
-
-def _port(value: str) -> int:
-    """A TCP port number."""
-    return _number(value, int, lambda n: 0 < n < 65536, "expected a port number (1-65535)")
-
-
-def _seconds(value: str) -> float:
-    """A duration in seconds, more than 0."""
-    return _number(value, float, lambda n: n > 0, "expected a positive number of seconds")
-
-
-def _seconds_or_off(value: str) -> float:
-    """A duration in seconds, 0 meaning none."""
-    return _number(value, float, lambda n: n >= 0, "expected a number of seconds, 0 or more")
-
-
-def _count(value: str) -> int:
-    """A whole number, 0 or more."""
-    return _number(value, int, lambda n: n >= 0, "expected a whole number, 0 or more")
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -118,10 +164,6 @@ def _words(value: str) -> tuple[str, ...]:
     return words
 
 
-def _optional_port(value: str) -> int | None:
-    return _port(value) if value.strip() else None
-
-
 def _target(value: str) -> str:
     """One of TARGETS."""
     if value not in TARGETS:
@@ -134,6 +176,21 @@ def _environment(value: str) -> str:
     if not value or not all(ch.isalnum() or ch in "-_" for ch in value):
         raise ValueError("use letters, digits, '-' and '_'")
     return value
+
+
+def _host(value: str) -> str | None:
+    """A host name or address (or a socket directory); empty means None. A malformed one is
+    not shown: `USER:PASSWORD@HOST` would show the password."""
+    from kubemigrate.urls import host_problem
+
+    host = value.strip()
+    problem = host_problem(host) if host else None
+    if problem:
+        raise Unshown(
+            f"{problem}; give the host alone (the user in KUBEMIGRATE_DB_USER, the password "
+            "in KUBEMIGRATE_DB_PASSWORD)"
+        )
+    return host or None
 
 
 def setting(
@@ -187,9 +244,9 @@ class Settings:
         secret=True,
     )
     db_host: str | None = setting(
-        "KUBEMIGRATE_DB_HOST", "", _optional, "Database host, when DATABASE_URL is not set."
+        "KUBEMIGRATE_DB_HOST", "", _host, "Database host, when DATABASE_URL is not set."
     )
-    db_port: int = setting("KUBEMIGRATE_DB_PORT", "5432", _port, "Database port.")
+    db_port: int = setting("KUBEMIGRATE_DB_PORT", "5432", PORT, "Database port.")
     db_user: str | None = setting("KUBEMIGRATE_DB_USER", "", _optional, "Database user.")
     db_password: str | None = setting(
         "KUBEMIGRATE_DB_PASSWORD",
@@ -202,7 +259,7 @@ class Settings:
     connect_timeout: float = setting(
         "KUBEMIGRATE_CONNECT_TIMEOUT",
         "10",
-        _seconds,
+        SECONDS,
         "Seconds to wait for a database connection before failing.",
     )
     data_dir: str = setting(
@@ -281,7 +338,7 @@ class Settings:
         "(e.g. app=postgres).",
     )
     db_remote_port: int = setting(
-        "KUBEMIGRATE_DB_REMOTE_PORT", "5432", _port, "Port of PostgreSQL on the Service or pod."
+        "KUBEMIGRATE_DB_REMOTE_PORT", "5432", PORT, "Port of PostgreSQL on the Service or pod."
     )
     db_secret: str | None = setting(
         "KUBEMIGRATE_DB_SECRET",
@@ -337,7 +394,7 @@ class Settings:
     backup_keep: int = setting(
         "KUBEMIGRATE_BACKUP_KEEP",
         "0",
-        _count,
+        COUNT,
         "Keep only the newest N backups per environment and database (0: keep all).",
     )
     manifests: str = setting(
@@ -355,27 +412,27 @@ class Settings:
     rollout_timeout: float = setting(
         "KUBEMIGRATE_ROLLOUT_TIMEOUT",
         "300",
-        _seconds,
+        SECONDS,
         "Seconds `inv deploy` waits for each rollout.",
     )
     lock_wait: float = setting(
         "KUBEMIGRATE_LOCK_WAIT",
         "60",
-        _seconds,
+        SECONDS,
         "Seconds a migration waits for another one on the same database to finish.",
     )
     lock_timeout: float = setting(
         "KUBEMIGRATE_LOCK_TIMEOUT",
         "5",
-        _seconds_or_off,
-        "PostgreSQL lock_timeout of migration sessions, in seconds (0: none): a migration "
+        SECONDS_OR_NONE,
+        "PostgreSQL lock_timeout of migration sessions, in seconds: a migration "
         "queued behind the application's locks fails instead of blocking it.",
     )
     statement_timeout: float = setting(
         "KUBEMIGRATE_STATEMENT_TIMEOUT",
         "300",
-        _seconds_or_off,
-        "PostgreSQL statement_timeout of migration sessions, in seconds (0: none).",
+        SECONDS_OR_NONE,
+        "PostgreSQL statement_timeout of migration sessions, in seconds.",
     )
     protected: bool = setting(
         "KUBEMIGRATE_PROTECTED",
@@ -414,32 +471,32 @@ class Settings:
     job_deadline: float = setting(
         "KUBEMIGRATE_JOB_DEADLINE",
         "3600",
-        _seconds,
+        SECONDS,
         "activeDeadlineSeconds of the migration Job; the task waits 120 s longer.",
     )
     job_ttl: float = setting(
         "KUBEMIGRATE_JOB_TTL",
         "86400",
-        _seconds,
+        RETENTION,
         "ttlSecondsAfterFinished of the migration Job (a failed one is kept this long).",
     )
     job_db_host: str | None = setting(
         "KUBEMIGRATE_JOB_DB_HOST",
         "",
-        _optional,
+        _host,
         "Database host as the Job sees it; empty: SERVICE.NAMESPACE.svc (bundled), the "
         "Secret's host (external).",
     )
     job_db_port: int | None = setting(
         "KUBEMIGRATE_JOB_DB_PORT",
         "",
-        _optional_port,
+        Blank(PORT),
         "Database port as the Job sees it; empty: KUBEMIGRATE_DB_REMOTE_PORT.",
     )
     tunnel_timeout: float = setting(
         "KUBEMIGRATE_TUNNEL_TIMEOUT",
         "30",
-        _seconds,
+        SECONDS,
         "Seconds to wait for kubectl port-forward to be ready.",
     )
 
@@ -481,9 +538,15 @@ def _setting(declared: Field[Any]) -> Setting:
         attr=declared.name,
         default=meta["default"],
         kind=meta["kind"],
-        help=meta["help"],
+        help=_with_range(meta["help"], meta["kind"]),
         secret=meta["secret"],
     )
+
+
+def _with_range(help: str, kind: Callable[[str], Any]) -> str:
+    """The help of a setting, followed by the range of its kind when it has one."""
+    bounds = getattr(kind, "bounds", None)
+    return f"{help} Range: {bounds}." if bounds else help
 
 
 SETTINGS: tuple[Setting, ...] = tuple(_setting(f) for f in fields(Settings) if "name" in f.metadata)
@@ -505,18 +568,49 @@ def read_env_file(path: Path) -> dict[str, str]:
 
     The message names the file and line, never the line's text (it may hold a password).
     """
+    import io
+
     from dotenv import dotenv_values
     from dotenv.parser import parse_stream
 
-    with path.open(encoding="utf-8") as stream:
-        for binding in parse_stream(stream):
-            if binding.error:
-                raise SettingsError(
-                    f"{path.name}, line {binding.original.line}: cannot parse this line; "
-                    "write NAME=value (quote values with spaces or #)"
-                )
-    values = dotenv_values(path, interpolate=True)
+    text = _env_file_text(path)
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            raise SettingsError(
+                f"{path.name}, line {binding.original.line}: cannot parse this line; "
+                "write NAME=value (quote values with spaces or #)"
+            )
+    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _env_file_text(path: Path) -> str:
+    """The text of a `.env` file, read as UTF-8 (a byte order mark is dropped, as an editor
+    saving UTF-8 may write one). A file that cannot be read, or is not UTF-8, is an error
+    naming the file and the first line that is not; never the line's bytes."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SettingsError(
+            f"{path.name}, line {line}: not UTF-8 text; save the file as UTF-8"
+        ) from None
+
+
+def _in_utf8(values: Mapping[str, str], origin: str) -> None:
+    """Refuse a value of ours that the environment holds as bytes that are not UTF-8 (Python
+    keeps them as lone surrogates, which no driver or child process could be given)."""
+    for name, value in values.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise SettingsError(
+                f"{name} from {origin} is not valid: its value is not UTF-8 text"
+            ) from None
 
 
 def _ours(name: str) -> bool:
@@ -533,6 +627,7 @@ def _layer(values: Mapping[str, str], origin: str) -> dict[str, tuple[str, str]]
                 f"unknown setting {name} in {origin}; known settings are listed in .env.example"
             )
         layer[name] = (value, origin)
+    _in_utf8({name: value for name, (value, _) in layer.items()}, origin)
     return layer
 
 
@@ -553,12 +648,7 @@ def load_settings(
     process = _layer(env, "the environment")
 
     env_setting = BY_NAME["KUBEMIGRATE_ENV"]
-    if environment:
-        chosen, origin = environment, "--env"
-    else:
-        chosen, origin = process.get("KUBEMIGRATE_ENV") or raw.get(
-            "KUBEMIGRATE_ENV", (env_setting.default, "default")
-        )
+    chosen, origin = _environment_choice(environment, process, raw)
     chosen = _parse(env_setting, chosen, origin)
 
     env_file = project / f".env.{chosen}"
@@ -583,13 +673,40 @@ def load_settings(
     return Settings(project_dir=project, sources=sources, texts=texts, **values)
 
 
+def _environment_choice(
+    environment: str | None,
+    process: Mapping[str, tuple[str, str]],
+    files: Mapping[str, tuple[str, str]],
+) -> tuple[str, str]:
+    """The environment's name and where it came from: `--env`, else `KUBEMIGRATE_ENV` (the
+    process's, then `.env`'s), else local. An empty one is an error, not local: `--env ""`
+    or `KUBEMIGRATE_ENV=` is more likely a variable that did not expand."""
+    default = (BY_NAME["KUBEMIGRATE_ENV"].default, "default")
+    if environment is not None:
+        chosen, origin = environment, "--env"
+    else:
+        chosen, origin = process.get("KUBEMIGRATE_ENV") or files.get("KUBEMIGRATE_ENV", default)
+    if not chosen.strip():
+        given = "--env" if origin == "--env" else f"KUBEMIGRATE_ENV (from {origin})"
+        raise SettingsError(
+            f"{given} is empty; pass an environment name, e.g. --env staging for .env.staging, "
+            f"or leave {given.split()[0]} out for local"
+        )
+    return chosen, origin
+
+
+SHOWN = 40  # characters of a malformed value shown in its message
+
+
 def _parse(setting: Setting, text: str, origin: str) -> Any:
     """The value of `setting` read from `text`; a malformed one names the setting and origin.
 
-    The message shows the text, unless the setting is a secret.
+    The message shows the text (its start, when long), unless the setting is a secret or the
+    kind says the text may hold one (`Unshown`).
     """
     try:
         return setting.kind(text)
     except ValueError as exc:
-        shown = "" if setting.secret else f" {text!r}"
+        short = text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
+        shown = "" if setting.secret or isinstance(exc, Unshown) else f" {short!r}"
         raise SettingsError(f"{setting.name}{shown} from {origin} is not valid: {exc}") from None

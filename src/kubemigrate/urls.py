@@ -149,15 +149,26 @@ def parse_url(text: str, origin: str) -> URL:
     if match is None:
         raise invalid
     parts = match.groupdict()
+    if any("@" in (parts[name] or "") for name in ("ipv4host", "ipv6host", "port", "database")):
+        raise SettingsError(
+            f"the database URL from {origin} has an '@' after its USER:PASSWORD@: a password "
+            "(or user) holding '@', ':' or '/' must be percent-encoded, '@' as %40, ':' as %3A, "
+            "'/' as %2F (or set the parts apart, KUBEMIGRATE_DB_PASSWORD takes any character)"
+        )
+    host = parts["ipv4host"] or parts["ipv6host"]
+    if host is not None and host_problem(host):
+        raise invalid
     try:
         port = int(parts["port"]) if parts["port"] else None
     except ValueError:
         raise invalid from None
+    if port is not None and not 0 < port < 65536:
+        raise invalid
     url = URL(
         drivername=parts["drivername"],
         username=_unquoted(parts["username"]),
         password=_unquoted(parts["password"]),
-        host=parts["ipv4host"] or parts["ipv6host"],
+        host=host,
         port=port,
         database=_unquoted(parts["database"]),
         query=_query(parts["query"]),
@@ -169,6 +180,23 @@ def parse_url(text: str, origin: str) -> URL:
         )
     named = url.drivername if "+" in url.drivername else None
     return url.set(drivername=DRIVER, named_driver=named)
+
+
+# A host name (letters, digits, '-', '.', '_'; a comma between several), an IPv4 or an IPv6
+# address (':' and a zone after '%').
+HOST_PATTERN = re.compile(r"[\w.,%:-]+")
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be a database host, None when it can (a socket directory, an absolute
+    path, can); the reason never quotes it (it may hold a password, as `PASSWORD@HOST` does)."""
+    if host.startswith("/"):
+        return None
+    if "@" in host:
+        return "a host holds no '@' (is a user or password in it?)"
+    if not HOST_PATTERN.fullmatch(host):
+        return "a host is a name or an address (letters, digits, '-', '.', ':')"
+    return None
 
 
 def url_from_parts(

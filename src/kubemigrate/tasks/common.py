@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable
@@ -53,13 +54,35 @@ def confirmation(yes: bool) -> Callable[[str], bool]:
     def confirm(question: str) -> bool:
         if yes:
             return True
-        if not sys.stdin.isatty():
+        if not has_terminal():
             raise KubemigrateError(
                 "this needs confirmation and there is no terminal to ask on; pass --yes"
             )
-        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+        return answer(f"{question} [y/N] ") in ("y", "yes")
 
     return confirm
+
+
+def has_terminal() -> bool:
+    """Whether standard input is a terminal to ask on (not closed, not a pipe or a file)."""
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):  # closed, or its descriptor is gone
+        return False
+
+
+def answer(prompt: str) -> str:
+    """The user's answer to `prompt` (shown on stderr, with the messages, so that standard
+    output keeps only results), lowercased; end of input (Ctrl-D, a terminal that went away)
+    is an empty answer, which is "no"."""
+    try:
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+        return input().strip().lower()
+    except (EOFError, OSError, ValueError):  # ValueError: standard input was closed
+        with contextlib.suppress(OSError, ValueError):  # stderr is gone too
+            sys.stderr.write("\n")  # end the prompt's line, so the error starts on its own
+        return ""
 
 
 def confirm_if_protected(settings: Settings, question: str, yes: bool) -> None:
@@ -71,11 +94,12 @@ def confirm_if_protected(settings: Settings, question: str, yes: bool) -> None:
 
 
 def _with_note(message: str, step: str) -> str:
-    """The error, followed (on its own line) by what this invocation's release did so far."""
+    """What this invocation's release did so far (on a line of its own), then the error: the
+    error line is always the last one."""
     from kubemigrate.journal import journal
 
     note = journal.failure_note(step)
-    return f"{message}\n{note}" if note else message
+    return f"{note}\n{message}" if note else message
 
 
 def reports_errors(func: F) -> F:
@@ -92,5 +116,15 @@ def reports_errors(func: F) -> F:
             message = "error: interrupted; the step in progress was rolled back"
             code = getattr(exc, "exit_code", 130)
             raise Exit(_with_note(message, func.__name__), code=code) from None
+        except OSError as exc:  # a file kubemigrate reads or writes, where no step said more
+            raise Exit(_with_note(f"error: {_file_failure(exc)}", func.__name__)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _file_failure(exc: OSError) -> str:
+    """One line for an operating system error: which file, and why in words."""
+    from kubemigrate.files import reason, shown
+
+    where = f"{shown(exc.filename)}: " if exc.filename else ""
+    return f"{where}{reason(exc)}"
