@@ -133,6 +133,19 @@ def test_the_job_spec_holds_references_not_the_password(incluster: Project) -> N
     assert "created (dry run)" in accepted.stdout
 
 
+def test_without_manifests_the_advised_image_setting_makes_the_job(incluster: Project) -> None:
+    refused = incluster.inv("db.job-manifest", "--env", NS, KUBEMIGRATE_MANIFESTS="none")
+    assert refused.code == 1 and "KUBEMIGRATE_JOB_IMAGE" in refused.stderr, refused.output
+    image = "registry.example/app:2"
+    shown = incluster.inv(
+        "db.job-manifest", "--env", NS, KUBEMIGRATE_MANIFESTS="none", KUBEMIGRATE_JOB_IMAGE=image
+    )
+    assert shown.code == 0, shown.output
+    assert f"image: {image}" in shown.stdout and "secretKeyRef" in shown.stdout
+    accepted = kubectl(incluster, "apply", "--dry-run=client", "-f", "-", stdin=shown.stdout)
+    assert accepted.returncode == 0, accepted.stderr
+
+
 def test_a_failing_revision_returns_its_error_and_keeps_the_job(
     incluster: Project, pg_server: Server, database: str
 ) -> None:
@@ -262,3 +275,12 @@ def test_an_image_without_kubemigrate_is_named(incluster: Project) -> None:
     )
     assert result.code == 1, result.output
     assert "has no kubemigrate: install it in the image" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["5e381927", "12345678", "0x1f", "true", "null", "1.5", ".inf"])
+def test_strings_that_yaml_12_reads_otherwise_are_quoted(value: str) -> None:
+    """A Job's run id is 8 hex digits: `5e381927` is a number to kubectl's YAML reader."""
+    from kubemigrate.jobs import to_yaml
+
+    assert to_yaml({"run": value}) == f"run: '{value}'\n"
+    assert to_yaml({"run": "f2030d31309f"}) == "run: f2030d31309f\n"

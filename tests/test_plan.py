@@ -107,6 +107,12 @@ def test_fail_on_sets_the_exit_code(project: Project, pg_server: Server, databas
     assert project.inv("db.plan", "--fail-on", "never").code == 0
     assert project.inv("db.plan", "--fail-on", "warning").code == 1
     assert project.inv("db.plan", "--since", "aaaa00000003", "--fail-on", "error").code == 0
+    # "base" and a unique prefix name a start as Alembic takes them
+    from_base = project.inv("db.plan", "--since", "base", "--format", "json", "--fail-on", "never")
+    assert from_base.code == 0, from_base.output
+    assert json.loads(from_base.stdout)["revisions"][0]["revision"] == "f2030d31309f"
+    prefix = project.inv("db.plan", "--since", "aaaa0000000", "--fail-on", "never")
+    assert prefix.code == 1 and "names several revisions" in prefix.stderr, prefix.output
 
 
 def test_nothing_pending_reports_the_check(project: Project) -> None:

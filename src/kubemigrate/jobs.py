@@ -19,6 +19,7 @@ following, not the migration.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -66,11 +67,16 @@ class Release:
 
 def release(settings: Settings) -> Release:
     """The first container of the first Deployment in KUBEMIGRATE_DEPLOYMENTS, as the manifests
-    render (`kubectl kustomize`, no cluster needed); KUBEMIGRATE_JOB_IMAGE overrides its image."""
+    render (`kubectl kustomize`, no cluster needed); KUBEMIGRATE_JOB_IMAGE overrides its image,
+    and stands alone (a container of that image and nothing else) where the manifests have no
+    such Deployment."""
     import yaml
 
     directory = settings.path(settings.manifests)
+    alone = Release(image=settings.job_image, container={}) if settings.job_image else None
     if not directory.is_dir():
+        if alone is not None:
+            return alone
         raise SettingsError(
             f"no manifests directory at {directory} to take the migration Job's image from; set "
             "KUBEMIGRATE_MANIFESTS, or KUBEMIGRATE_JOB_IMAGE"
@@ -97,6 +103,8 @@ def release(settings: Settings) -> Release:
             service_account=pod.get("serviceAccountName"),
             pull_secrets=pod.get("imagePullSecrets") or [],
         )
+    if alone is not None:
+        return alone
     raise SettingsError(
         f"the manifests in {directory} have no Deployment {name!r} with an image for the "
         "migration Job; set KUBEMIGRATE_DEPLOYMENTS or KUBEMIGRATE_JOB_IMAGE"
@@ -238,10 +246,28 @@ def _label(text: str) -> str:
     return cleaned.strip("-_.") or "none"
 
 
+# Plain scalars that a YAML 1.2 reader (kubectl, Helm) takes for a number, a bool or null,
+# while PyYAML (YAML 1.1) writes them unquoted: `5e381927`, a run id, is one.
+NOT_A_STRING_TO_GO = re.compile(
+    r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|0x[0-9a-fA-F]+|0o[0-7]+"
+    r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)|true|True|TRUE|false|False|FALSE|null|Null|NULL|~"
+)
+
+
 def to_yaml(job: dict[str, Any]) -> str:
+    """The Job as YAML that every reader takes as it is meant: a string that YAML 1.2 would
+    read as something else is quoted."""
     import yaml
 
-    return str(yaml.safe_dump(job, sort_keys=False, default_flow_style=False))
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def string(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        style = "'" if NOT_A_STRING_TO_GO.fullmatch(value) else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, string)
+    return str(yaml.dump(job, Dumper=Dumper, sort_keys=False, default_flow_style=False))
 
 
 # -- running and following ---------------------------------------------------------------------

@@ -287,7 +287,9 @@ def _run(settings: Settings, name: str, arguments: dict[str, Any], *, changes: b
                 _require_head(graph(settings), config.attributes["connection"])
             with project_errors(settings):
                 return alembic_command(config, name, arguments)
-    return _run_in_child(settings, found, name, arguments, changes=changes, online=online)
+    return _run_in_child(
+        settings, found, name, arguments, changes=changes, online=online, needs_head=needs_head
+    )
 
 
 def _run_in_child(
@@ -298,6 +300,7 @@ def _run_in_child(
     *,
     changes: bool,
     online: bool,
+    needs_head: bool,
 ) -> Any:
     from kubemigrate import alembic_process
     from kubemigrate.locking import migration_lock
@@ -311,7 +314,7 @@ def _run_in_child(
                 child.go(server_version=version)
                 return child.finish().get("result")
         else:
-            if name in ("check", "revision"):
+            if needs_head:
                 with connect_plainly(db) as connection:
                     _require_head(graph(settings), connection)
             child.go()

@@ -253,9 +253,10 @@ def _single(heads: tuple[str, ...] | None) -> str | None:
 
 
 def _chain(graph: Graph, start: str | None) -> list[str]:
-    """The revisions after `start` (None: base) up to head, in the order they run."""
+    """The revisions after `start` (None or "base": from base) up to head, in the order they
+    run; `start` may be a unique prefix of a revision id, as Alembic takes one."""
     try:
-        begin = graph.resolve(start) if start is not None else None
+        begin = graph.resolve(start) if start not in (None, "base") else None
     except LookupError as exc:
         raise MigrationError(f"cannot plan from {start}: {exc}") from None
     return graph.chain(begin)
