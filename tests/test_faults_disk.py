@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,32 @@ MALFORMED = {
     "not_json": "{size: 4",
     "outside": {**GOOD, "file": "../../etc/passwd.dump"},
 }
+
+
+def test_a_revision_onto_a_full_disk_leaves_no_file(
+    project: Project, tmpfs: Callable[..., Path]
+) -> None:
+    """Alembic writes a revision file under its final name: a failed write must not leave an
+    empty one that every later task would trip over."""
+    kept = {path.name: path.read_bytes() for path in project.versions.glob("*.py")}
+    tmpfs("64k", at=project.versions)
+    for name, data in kept.items():
+        (project.versions / name).write_bytes(data)
+    filler = project.versions / "filler.bin"
+    with suppress(OSError), filler.open("wb") as out:
+        while True:
+            out.write(b"x" * 4096)
+            out.flush()
+    before = sorted(path.name for path in project.versions.iterdir())
+    result, took = inv(project.root, "db.revision", "a change", "--no-autogenerate", **project.env)
+    assert result.code == 1 and took < HANG, result.output
+    line = one_error_line(result)
+    assert "cannot write the revision file" in line and "the disk is full" in line, line
+    assert sorted(path.name for path in project.versions.iterdir()) == before
+    filler.unlink()
+    written, _ = inv(project.root, "db.revision", "a change", "--no-autogenerate", **project.env)
+    assert written.code == 0, written.output
+    assert inv(project.root, "db.history", **project.env)[0].code == 0
 
 
 def test_malformed_sidecars_are_listed_as_unreadable(project: Project) -> None:

@@ -19,7 +19,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -341,20 +341,23 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> Any
         case "check":
             _check(config)
         case "revision" if arguments.get("autogenerate", True):
-            return _paths(
-                command.revision(
-                    config,
-                    message=arguments["message"],
-                    autogenerate=True,
-                    process_revision_directives=revision_rules,
+            with _all_or_nothing(config):
+                return _paths(
+                    command.revision(
+                        config,
+                        message=arguments["message"],
+                        autogenerate=True,
+                        process_revision_directives=revision_rules,
+                    )
                 )
-            )
         case "revision":
-            return _paths(command.revision(config, message=arguments["message"]))
+            with _all_or_nothing(config):
+                return _paths(command.revision(config, message=arguments["message"]))
         case "merge":
-            return _paths(
-                command.merge(config, arguments["revisions"], message=arguments["message"])
-            )
+            with _all_or_nothing(config):
+                return _paths(
+                    command.merge(config, arguments["revisions"], message=arguments["message"])
+                )
         case "current":
             _describe_current(config, arguments["recorded"], arguments["verbose"], arguments["db"])
         case "history":
@@ -371,6 +374,30 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> Any
         case _:
             raise MigrationError(f"unknown Alembic command {name!r}")
     return None
+
+
+@contextmanager
+def _all_or_nothing(config: Config) -> Iterator[None]:
+    """A revision file Alembic writes (it writes it itself, under its final name) is removed
+    again if the command fails: a full disk or a read-only directory leaves no empty or partial
+    file behind, which every later task would trip over; the failure is one line."""
+    from kubemigrate.files import reason
+
+    directory = Path(scripts(config).versions)
+    before = set(directory.iterdir()) if directory.is_dir() else set()
+    try:
+        yield
+    except BaseException as exc:
+        for path in set(directory.iterdir()) - before if directory.is_dir() else ():
+            with suppress(OSError):
+                path.unlink()
+        if isinstance(exc, OSError):
+            where = Path(exc.filename).name if exc.filename else directory
+            raise MigrationError(
+                f"cannot write the revision file {where} in {directory}: {reason(exc)}; "
+                "nothing was written"
+            ) from None
+        raise
 
 
 def _describe_current(config: Config, recorded: list[str], verbose: bool, shown: str) -> None:
