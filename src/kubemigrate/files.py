@@ -19,6 +19,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
+from kubemigrate.errors import shown_path
+
 REASONS = {
     errno.ENOSPC: "the disk is full",
     errno.EDQUOT: "the disk quota is used up",
@@ -48,10 +50,7 @@ def cannot_write(
 
 def shown(path: Path | str) -> str:
     """`path` relative to the current directory when it lies under it, else as it is."""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return shown_path(path, Path.cwd())
 
 
 def partial(path: Path) -> Path:

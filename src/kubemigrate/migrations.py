@@ -381,7 +381,7 @@ def _all_or_nothing(config: Config) -> Iterator[None]:
     """A revision file Alembic writes (it writes it itself, under its final name) is removed
     again if the command fails: a full disk or a read-only directory leaves no empty or partial
     file behind, which every later task would trip over; the failure is one line."""
-    from kubemigrate.files import reason
+    from kubemigrate.files import cannot_write
 
     directory = Path(scripts(config).versions)
     before = set(directory.iterdir()) if directory.is_dir() else set()
@@ -392,10 +392,9 @@ def _all_or_nothing(config: Config) -> Iterator[None]:
             with suppress(OSError):
                 path.unlink()
         if isinstance(exc, OSError):
-            where = Path(exc.filename).name if exc.filename else directory
+            where = exc.filename or directory
             raise MigrationError(
-                f"cannot write the revision file {where} in {directory}: {reason(exc)}; "
-                "nothing was written"
+                cannot_write("the revision file", where, exc, "nothing was written")
             ) from None
         raise
 
