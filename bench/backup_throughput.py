@@ -73,7 +73,7 @@ def _time_both(
 
 
 def _program(name: str) -> str:
-    from kubemigrate.embedded import program
+    from kubemigrate.postgres.binaries import program
 
     return program(name)
 

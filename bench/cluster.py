@@ -48,7 +48,7 @@ def cluster(project: Scratch) -> Iterator[Cluster]:
     from sqlalchemy.engine import make_url
     from tests.kubeapi.api import Container, KubeAPIServer
 
-    from kubemigrate.embedded import bin_dir
+    from kubemigrate.postgres.binaries import bin_dir
 
     url = make_url(project.url)
     assert url.port is not None and url.database is not None

@@ -23,8 +23,8 @@ INI = "backend/alembic.ini"
 
 
 def measure(repetitions: int) -> list[Result]:
-    from kubemigrate.embedded import EmbeddedPostgres
-    from kubemigrate.urls import parse_url
+    from kubemigrate.postgres.embedded import EmbeddedPostgres
+    from kubemigrate.postgres.urls import parse_url
 
     with tempfile.TemporaryDirectory(prefix="kubemigrate-bench-") as directory:
         scratch = Path(directory)

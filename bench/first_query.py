@@ -9,17 +9,17 @@ import time
 import psycopg2  # noqa: F401
 import sh  # noqa: F401
 
-import kubemigrate.cluster
-import kubemigrate.interrupts  # noqa: F401
-from kubemigrate import target
-from kubemigrate.locking import migration_lock
+import kubemigrate.kubernetes.reach
+import kubemigrate.process.interrupts  # noqa: F401
+from kubemigrate.postgres.locking import migration_lock
+from kubemigrate.target import database
 from kubemigrate.tasks.common import load
 
 
 def main(environment: str) -> None:
     started = time.perf_counter()
     settings = load(environment)
-    with migration_lock(target.database(settings), settings.lock_wait):
+    with migration_lock(database.database(settings), settings.lock_wait):
         elapsed = time.perf_counter() - started
     print(elapsed)
 

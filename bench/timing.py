@@ -125,7 +125,7 @@ class Scratch:
 def scratch() -> Iterator[Scratch]:
     import os
 
-    from kubemigrate.embedded import EmbeddedPostgres
+    from kubemigrate.postgres.embedded import EmbeddedPostgres
 
     with tempfile.TemporaryDirectory(prefix="kubemigrate-bench-") as directory:
         root = Path(directory) / "project"

@@ -3,15 +3,15 @@
 uv run python scripts/write_env_example.py            # rewrite .env.example
 uv run python scripts/write_env_example.py --table    # print the README table
 
-The text of .env.example comes from `kubemigrate.scaffold.env_example`, which `inv db.init`
-writes into new projects too.
+The text of .env.example comes from `kubemigrate.migrations.scaffold.env_example`, which `inv
+db.init` writes into new projects too.
 """
 
 import sys
 from pathlib import Path
 
-from kubemigrate.scaffold import env_example
-from kubemigrate.settings import SETTINGS
+from kubemigrate.migrations.scaffold import env_example
+from kubemigrate.settings.declared import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 __all__ = ["ROOT", "env_example", "table"]

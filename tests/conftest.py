@@ -23,8 +23,9 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from kubemigrate.embedded import EmbeddedPostgres, bin_dir
-from kubemigrate.urls import url_from_parts
+from kubemigrate.postgres.binaries import bin_dir
+from kubemigrate.postgres.embedded import EmbeddedPostgres
+from kubemigrate.postgres.urls import url_from_parts
 
 if TYPE_CHECKING:
     from tests.kubeapi.api import KubeAPIServer

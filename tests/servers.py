@@ -39,7 +39,7 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 
-from kubemigrate.embedded import EmbeddedPostgres
+from kubemigrate.postgres.embedded import EmbeddedPostgres
 from tests.conftest import ADMIN_PASSWORD, PASSWORD, ROLE, Server
 
 # The majors the suite runs on: the embedded one last.

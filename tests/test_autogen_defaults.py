@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import render_python_code
 from alembic.operations import ops
 
-from kubemigrate.autogen import NotNullNeedsDefault, revision_rules
+from kubemigrate.migrations.autogenerate import NotNullNeedsDefault, revision_rules
 from tests import test_autogenerate
 from tests.conftest import Project, Server
 

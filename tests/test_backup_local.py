@@ -211,14 +211,14 @@ def test_verify_reports_model_drift(project: Project, pg_server: Server, databas
 def test_progress_line_on_terminals_only(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kubemigrate import backups
+    from kubemigrate.release import backups
 
     meter = backups.Progress(enabled=True)
     meter.add(2_500_000)
     shown = capsys.readouterr().err
     assert "2.5 MB" in shown and "/s" in shown
     monkeypatch.setenv("CI", "true")
-    assert backups._show_progress() is False
+    assert backups.show_progress() is False
     quiet = backups.Progress(enabled=False)
     quiet.add(10)
     assert capsys.readouterr().err == ""
@@ -227,9 +227,10 @@ def test_progress_line_on_terminals_only(
 def backup_in_process(project: Project, database_url: str, run: Callable[..., Any]) -> Path:
     """`db.backup` called in this process, with pg_dump started through `run(real, self, ...)`
     so that a test can act while the backup is under way; the dump's path."""
-    from kubemigrate import backups, target
-    from kubemigrate.pgclient import Client
-    from kubemigrate.settings import load_settings
+    from kubemigrate.postgres.clients import Client
+    from kubemigrate.release import backups
+    from kubemigrate.settings.sources import load_settings
+    from kubemigrate.target import database
 
     real = Client.run
     settings = load_settings(project_dir=project.root, environ={"DATABASE_URL": database_url})
@@ -238,13 +239,13 @@ def backup_in_process(project: Project, database_url: str, run: Callable[..., An
         try:
             record = backups.backup(settings, progress=False)
         finally:
-            target.close_session()
+            database.close_session()
     return project.root / "backups" / "local" / record.file
 
 
 def dumped_revision(dump: Path) -> str:
     """The version_num row in the dump's alembic_version table."""
-    from kubemigrate.embedded import program
+    from kubemigrate.postgres.binaries import program
 
     script = subprocess.run(
         [program("pg_restore"), "--data-only", "--table=alembic_version", "-f", "-", str(dump)],

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kubemigrate import children
+from kubemigrate.process import children, output, programs
 
-SH = children.command("sh")
+SH = programs.command("sh")
 
 
 def test_run_returns_code_output_and_the_telling_stderr_line() -> None:
@@ -46,12 +46,12 @@ def test_stream_copies_binary_output_and_feeds_stdin() -> None:
 
 
 def test_the_tail_keeps_the_last_lines() -> None:
-    tail = children.Tail(keep=3)
+    tail = output.Tail(keep=3)
     for number in range(10):
         tail(f"line {number}\n")
     tail("   \n")
     assert tail.lines == ["line 7", "line 8", "line 9"]
-    assert children.Tail().summary() == "no message"
+    assert output.Tail().summary() == "no message"
 
 
 def test_children_started_side_by_side_stop_when_the_block_fails() -> None:

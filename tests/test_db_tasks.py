@@ -226,7 +226,7 @@ def test_concurrent_upgrades_apply_each_revision_once(
 def test_lock_wait_times_out_naming_the_holder(project: Project, database_url: str) -> None:
     import psycopg2
 
-    from kubemigrate.locking import LOCK_KEY
+    from kubemigrate.postgres.locking import LOCK_KEY
 
     holder = psycopg2.connect(
         database_url.replace("+psycopg2", ""), application_name="someone-else"
@@ -276,7 +276,7 @@ def test_current_heads_agrees_with_alembic(database_url: str) -> None:
     import sqlalchemy as sa
     from alembic.runtime.migration import MigrationContext
 
-    from kubemigrate.migrations import current_heads
+    from kubemigrate.migrations.recorder import current_heads
 
     def both(connection: sa.Connection) -> tuple[list[str], list[str]]:
         alembic = MigrationContext.configure(connection).get_current_heads()

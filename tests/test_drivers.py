@@ -267,7 +267,10 @@ def alembic_children(project: UserProject) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"kubemigrate.alembic_child" in cmdline and bytes(project.root) in cmdline:
+            if (
+                b"kubemigrate.migrations.isolated_main" in cmdline
+                and bytes(project.root) in cmdline
+            ):
                 found.append(int(entry.name))
     return found
 

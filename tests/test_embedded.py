@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from kubemigrate.embedded import EmbeddedPostgres
+from kubemigrate.postgres.embedded import EmbeddedPostgres
 from tests.conftest import Project, run
 
 pytestmark = pytest.mark.e2e

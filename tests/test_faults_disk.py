@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from kubemigrate import children
-from kubemigrate.embedded import EmbeddedPostgres
 from kubemigrate.errors import KubemigrateError
+from kubemigrate.postgres.embedded import EmbeddedPostgres
+from kubemigrate.process import children, programs
 from tests.conftest import NS, PASSWORD, REPO, ROLE, Project, Result, Server, pids_of, run
 
 pytestmark = pytest.mark.e2e
@@ -404,7 +404,7 @@ def test_a_read_only_data_directory(tmp_path: Path, tmpfs: Callable[..., Path]) 
 
 # -- in process: a failing write where a child's output is relayed -----------------------------
 
-SH = children.command("sh")
+SH = programs.command("sh")
 LOTS = "yes 0123456789abcdef | head -c 500000000"  # 500 MB: a blocked child would hang the test
 
 
@@ -423,7 +423,7 @@ def test_a_failing_change_in_a_pipe_stops_both() -> None:
     def broken(_: bytes) -> bytes:
         raise ValueError("a bug in change")
 
-    cat = children.command("cat")
+    cat = programs.command("cat")
     started = time.monotonic()
     with pytest.raises(ValueError, match="a bug in change"):
         children.pipe((SH, ["-c", LOTS], {}), (cat, [], {}), change=broken)
@@ -434,9 +434,9 @@ def test_a_relayed_child_whose_output_cannot_be_written_is_stopped() -> None:
     """Standard output closed under a relayed child (`inv ... | head`): an error, no hang."""
     code = (
         "import os, sys\n"
-        "from kubemigrate import children\n"
+        "from kubemigrate.process import children, programs\n"
         "r, w = os.pipe(); os.close(r); os.dup2(w, 1)\n"
-        f"p, e = children.start_relayed(children.command('sh'), '-c', {LOTS!r})\n"
+        f"p, e = children.start_relayed(programs.command('sh'), '-c', {LOTS!r})\n"
         "try:\n"
         "    children.finished(p, e)\n"
         "except Exception as exc:\n"

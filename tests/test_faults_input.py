@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from kubemigrate.errors import ClusterError, KubemigrateError, SettingsError
-from kubemigrate.settings import SETTINGS, Number, load_settings
-from kubemigrate.urls import parse_url
+from kubemigrate.postgres.urls import parse_url
+from kubemigrate.settings.declared import SETTINGS
+from kubemigrate.settings.kinds import Number
+from kubemigrate.settings.sources import load_settings
 from tests.conftest import PASSWORD, ROLE, Project, Result, Server, clean_environ
 
 # A password that is not percent-encoded: with it a URL reads `...:s3cr@t-pl4nted@host...`.
@@ -223,8 +225,8 @@ def test_a_host_setting_holding_a_password_is_refused_unshown(
 def test_a_secrets_url_host_and_port_are_checked(
     tmp_path: Path, values: dict[str, str], expected: str
 ) -> None:
-    from kubemigrate.credentials import credentials
-    from kubemigrate.kube import Secret
+    from kubemigrate.kubernetes.kubectl import Secret
+    from kubemigrate.target.credentials import credentials
 
     environ = {"KUBEMIGRATE_SECRET_URL_KEY": "url"} if "url" in values else {}
     settings = load(tmp_path, **environ)

@@ -444,7 +444,7 @@ def plain_project(root: Path, python: Path, url: str | None) -> UserProject:
         "alembic.ini": PLAIN_INI,
         "models.py": PLAIN_MODELS.format(more=""),
         "migrations/env.py": PLAIN_ENV_PY,
-        "migrations/script.py.mako": (REPO / "src/kubemigrate/templates/script.py.mako")
+        "migrations/script.py.mako": (REPO / "src/kubemigrate/migrations/templates/script.py.mako")
         .read_text()
         .replace("import sqlmodel  # noqa: F401\n", ""),
         "migrations/versions/0b1a17e5e001_note.py": PLAIN_MIGRATION,

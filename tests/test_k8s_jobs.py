@@ -280,7 +280,7 @@ def test_an_image_without_kubemigrate_is_named(incluster: Project) -> None:
 @pytest.mark.parametrize("value", ["5e381927", "12345678", "0x1f", "true", "null", "1.5", ".inf"])
 def test_strings_that_yaml_12_reads_otherwise_are_quoted(value: str) -> None:
     """A Job's run id is 8 hex digits: `5e381927` is a number to kubectl's YAML reader."""
-    from kubemigrate.jobs import to_yaml
+    from kubemigrate.kubernetes.job_manifest import to_yaml
 
     assert to_yaml({"run": value}) == f"run: '{value}'\n"
     assert to_yaml({"run": "f2030d31309f"}) == "run: f2030d31309f\n"

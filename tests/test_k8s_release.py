@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from kubemigrate.embedded import EmbeddedPostgres
+from kubemigrate.postgres.embedded import EmbeddedPostgres
 from tests.conftest import (
     NS,
     PASSWORD,

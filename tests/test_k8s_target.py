@@ -341,7 +341,7 @@ RESTART_TASK = '''
 @task(name="restart-db")
 def restart_db(c):
     """Test only: restart the database between two chained tasks."""
-    from kubemigrate.embedded import EmbeddedPostgres
+    from kubemigrate.postgres.embedded import EmbeddedPostgres
 
     EmbeddedPostgres(Path({data!r})).restart()
 
@@ -353,7 +353,7 @@ ns.add_task(restart_db)
 def test_database_restart_between_chained_tasks(
     k8s: Project, cluster: KubeAPIServer, tmp_path: Path
 ) -> None:
-    from kubemigrate.embedded import EmbeddedPostgres
+    from kubemigrate.postgres.embedded import EmbeddedPostgres
     from tests.kubeapi.api import Container
 
     server = EmbeddedPostgres(tmp_path / "restartable")  # trusts local connections

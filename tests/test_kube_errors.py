@@ -4,7 +4,7 @@ the same cases run end to end through the real kubectl in tests/test_k8s_target.
 import pytest
 
 from kubemigrate.errors import NotFoundError
-from kubemigrate.kube import Kubectl
+from kubemigrate.kubernetes.kubectl import Kubectl
 
 KUBECTL = Kubectl("kubectl", None, "staging", "db")
 

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from kubemigrate.alembic_child import same_database
 from kubemigrate.errors import ProjectError, SettingsError
-from kubemigrate.exports import parse_exports, render
-from kubemigrate.layout import Layout, create_ignored, resolve_sys_path
-from kubemigrate.settings import load_settings
-from kubemigrate.urls import parse_url, url_from_parts
+from kubemigrate.files import create_ignored
+from kubemigrate.migrations.isolated_main import same_database
+from kubemigrate.migrations.layout import Layout, resolve_sys_path
+from kubemigrate.postgres.exports import render
+from kubemigrate.postgres.urls import parse_url, url_from_parts
+from kubemigrate.settings.kinds import parse_exports
+from kubemigrate.settings.sources import load_settings
 
 SECRET = "p@ss:w/o%rd 'q\" #x"
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kubemigrate.embedded import EmbeddedPostgres, program
+from kubemigrate.postgres.binaries import program
+from kubemigrate.postgres.embedded import EmbeddedPostgres
 from tests.conftest import ADMIN_PASSWORD, NS, PASSWORD, Project, Server
 from tests.kubeapi.api import KubeAPIServer
 from tests.test_plan import pending_revisions

@@ -7,7 +7,7 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from kubemigrate import revisions
+from kubemigrate.migrations import revisions
 from tests.conftest import REPO, Project
 
 

@@ -1,6 +1,6 @@
-"""`kubemigrate.scaffold.init`, the files of `inv db.init`: what it writes, that Alembic loads
-them, that it never overwrites, and (end to end) that a fresh project autogenerates and applies
-its first migration with the bare `alembic` command."""
+"""`kubemigrate.migrations.scaffold.init`, the files of `inv db.init`: what it writes, that Alembic
+loads them, that it never overwrites, and (end to end) that a fresh project autogenerates and
+applies its first migration with the bare `alembic` command."""
 
 import re
 import subprocess
@@ -11,9 +11,9 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from kubemigrate import scaffold
 from kubemigrate.errors import SettingsError
-from kubemigrate.scaffold import init
+from kubemigrate.migrations import scaffold
+from kubemigrate.migrations.scaffold import init
 from tests.conftest import REPO, Server, clean_environ
 
 FILES = [

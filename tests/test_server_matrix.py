@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from kubemigrate.embedded import EmbeddedPostgres, major_version
+from kubemigrate.postgres.binaries import major_version
+from kubemigrate.postgres.embedded import EmbeddedPostgres
 from tests.conftest import Project, Server
 from tests.servers import MAJORS, major_id
 

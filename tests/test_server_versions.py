@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kubemigrate.embedded import EmbeddedPostgres, bin_dir
+from kubemigrate.postgres.binaries import bin_dir
+from kubemigrate.postgres.embedded import EmbeddedPostgres
 from tests.conftest import Project
 
 pytestmark = pytest.mark.e2e

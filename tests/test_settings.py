@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 from kubemigrate.errors import SettingsError
-from kubemigrate.settings import BY_NAME, SETTINGS, Settings, _parse, load_settings
-from kubemigrate.urls import parse_url, url_from_parts
+from kubemigrate.postgres.urls import parse_url, url_from_parts
+from kubemigrate.settings.declared import BY_NAME, SETTINGS, Settings
+from kubemigrate.settings.sources import load_settings, parse
 
 SECRET = "p@ss:w/o%rd 'q\" #x"
 
@@ -135,7 +136,7 @@ def test_malformed_secret_is_not_echoed() -> None:
     """No secret setting can be malformed today; check `_parse` with a secret port."""
     secret_port = replace(BY_NAME["KUBEMIGRATE_DB_PORT"], secret=True)
     with pytest.raises(SettingsError) as info:
-        _parse(secret_port, SECRET, ".env")
+        parse(secret_port, SECRET, ".env")
     assert str(info.value) == (
         "KUBEMIGRATE_DB_PORT from .env is not valid: expected a port number from 1 to 65535"
     )

@@ -1,10 +1,10 @@
-"""SQL split into statements as psql splits it (kubemigrate.statements)."""
+"""SQL split into statements as psql splits it (kubemigrate.postgres.statements)."""
 
 from __future__ import annotations
 
 import pytest
 
-from kubemigrate.statements import split
+from kubemigrate.postgres.statements import split
 
 FUNCTION = """CREATE FUNCTION shout() RETURNS trigger AS $$
 BEGIN

@@ -5,7 +5,7 @@ URL naming a socket directory in its query backs up and restores (end to end).""
 import pytest
 
 from kubemigrate.errors import SettingsError
-from kubemigrate.urls import libpq_environment, parse_url
+from kubemigrate.postgres.urls import libpq_environment, parse_url
 from tests.conftest import Project, Server
 
 

@@ -148,7 +148,7 @@ def test_every_task_on_a_second_server(
     with ProcessWatcher(PASSWORD) as watcher:
         every_task(project, inv)
     assert watcher.leaks == []
-    assert b"kubemigrate.alembic_child" in watcher.holders
+    assert b"kubemigrate.migrations.isolated_main" in watcher.holders
     for output in outputs:
         assert PASSWORD not in output
     assert revision_of(pg_server, database) != HEAD  # the new revision, on the target

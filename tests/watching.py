@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 # Programs that may hold it, in their environment only: by name, or by a mark in the command line.
 # `python -m kubemigrate` is a migration Job's container, run by the test Kubernetes API server.
-MAY_HOLD_IT = (b"pg_dump", b"pg_restore", b"kubemigrate.alembic_child", b"kubemigrate")
+MAY_HOLD_IT = (b"pg_dump", b"pg_restore", b"kubemigrate.migrations.isolated_main", b"kubemigrate")
 
 
 class ProcessWatcher(threading.Thread):

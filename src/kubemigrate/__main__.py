@@ -29,18 +29,18 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
-    from kubemigrate import migrations
     from kubemigrate.errors import KubemigrateError
-    from kubemigrate.interrupts import install_signal_handlers
-    from kubemigrate.settings import load_settings
-    from kubemigrate.target import close_session
+    from kubemigrate.migrations import commands, logs
+    from kubemigrate.process.interrupts import install_signal_handlers
+    from kubemigrate.settings.sources import load_settings
+    from kubemigrate.target.database import close_session
 
     install_signal_handlers()
-    migrations.configure_logging()
+    logs.configure_logging()
     run = {
-        "upgrade": migrations.upgrade,
-        "downgrade": migrations.downgrade,
-        "stamp": migrations.stamp,
+        "upgrade": commands.upgrade,
+        "downgrade": commands.downgrade,
+        "stamp": commands.stamp,
     }[arguments.command]
     try:
         run(load_settings(), arguments.revision)

@@ -20,6 +20,7 @@ The subclasses say which part failed, for callers that handle one kind different
 
 from __future__ import annotations
 
+import errno
 import traceback
 from collections.abc import Iterable
 from pathlib import Path
@@ -125,3 +126,23 @@ def shown_path(filename: str | Path, project: Path) -> str:
         return str(Path(filename).resolve().relative_to(project))
     except (ValueError, OSError):
         return str(filename)
+
+
+# Why a write failed, told apart by errno, in words a user can act on.
+REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "the directory is not writable",
+    errno.EPERM: "the directory is not writable",
+    errno.ENOENT: "the directory is missing",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.EPIPE: "nothing reads it any more",
+}
+
+
+def reason(exc: OSError) -> str:
+    """Why a write failed, in a few words: 'the disk is full (No space left on device)'."""
+    text = exc.strerror or str(exc) or type(exc).__name__
+    known = REASONS.get(exc.errno or 0)
+    return f"{known} ({text})" if known else text

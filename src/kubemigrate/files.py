@@ -7,37 +7,18 @@ On any failure what was written is removed again.
 
 A write fails for a handful of reasons a user can act on, told apart by errno: the disk is
 full (ENOSPC, EDQUOT), the file system is read-only (EROFS), the directory is not writable
-(EACCES, EPERM) or missing (ENOENT). `reason` says which in a few words, and `cannot_write`
-makes the one line the user sees.
+(EACCES, EPERM) or missing (ENOENT). `kubemigrate.errors.reason` says which in a few words, and
+`cannot_write` makes the one line the user sees.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO
 
-from kubemigrate.errors import shown_path
-
-REASONS = {
-    errno.ENOSPC: "the disk is full",
-    errno.EDQUOT: "the disk quota is used up",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "the directory is not writable",
-    errno.EPERM: "the directory is not writable",
-    errno.ENOENT: "the directory is missing",
-    errno.ENOTDIR: "a part of the path is a file, not a directory",
-    errno.EPIPE: "nothing reads it any more",
-}
-
-
-def reason(exc: OSError) -> str:
-    """Why a write failed, in a few words: 'the disk is full (No space left on device)'."""
-    text = exc.strerror or str(exc) or type(exc).__name__
-    known = REASONS.get(exc.errno or 0)
-    return f"{known} ({text})" if known else text
+from kubemigrate.errors import reason, shown_path
 
 
 def cannot_write(
@@ -116,3 +97,21 @@ def remove_directories(created: list[Path]) -> None:
     for directory in created:
         with suppress(OSError):
             directory.rmdir()
+
+
+def create_ignored(path: Path) -> None:
+    """Create directory `path` (and its parents); the top-most directory created gets a
+    `.gitignore` of `*`, so what kubemigrate writes there (the embedded server's data, backups)
+    stays out of the project's git. All or nothing: on failure (an OSError) the directories it
+    made are removed again."""
+    created = make_directories(path)
+    if not created:
+        return
+    try:
+        write_atomically(
+            created[-1] / ".gitignore",
+            b"# Written by kubemigrate: nothing here belongs in git.\n*\n",
+        )
+    except BaseException:
+        remove_directories(created)
+        raise

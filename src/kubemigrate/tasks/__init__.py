@@ -7,7 +7,7 @@
 
 from invoke import Collection, Task
 
-from kubemigrate.tasks import db, dev, ship
+from kubemigrate.tasks import db, db_backups, db_jobs, dev, ship
 
 
 def short_name(original: Task, name: str) -> Task:
@@ -23,11 +23,24 @@ def short_name(original: Task, name: str) -> Task:
     )
 
 
+database = Collection(
+    "db",
+    *db.TASKS,
+    *db.TASKS_REVIEW,
+    db_backups.backup,
+    db_backups.restore,
+    db_backups.list_backups,
+    db_backups.verify,
+    db_jobs.list_jobs,
+    db_jobs.job,
+    db_jobs.job_manifest,
+)
+
 namespace = Collection()
-namespace.add_collection(db.ns)
+namespace.add_collection(database)
 namespace.add_collection(dev.ns)
 namespace.add_task(short_name(db.upgrade, "migrate"))
-namespace.add_task(short_name(db.backup, "backup"))
-namespace.add_task(short_name(db.verify, "verify"))
+namespace.add_task(short_name(db_backups.backup, "backup"))
+namespace.add_task(short_name(db_backups.verify, "verify"))
 namespace.add_task(ship.deploy)
 namespace.add_task(ship.release)

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from invoke import Exit, Task
+from invoke import Exit
 
 from kubemigrate.errors import KubemigrateError
-from kubemigrate.settings import Settings, load_settings
+from kubemigrate.settings.declared import Settings
+from kubemigrate.settings.sources import load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,17 +21,18 @@ ENV_HELP = "Environment: reads .env.<ENV> (default: KUBEMIGRATE_ENV, else local)
 
 def load(env: str | None) -> Settings:
     """Settings for `--env`; Alembic logs to stderr."""
-    from kubemigrate.interrupts import install_signal_handlers
-    from kubemigrate.migrations import configure_logging
+    from kubemigrate.migrations.logs import configure_logging
+    from kubemigrate.process.interrupts import install_signal_handlers
 
     install_signal_handlers()
     configure_logging()
     return load_settings(env)
 
 
-def invocation_calls(task: Task) -> list[dict[str, Any]]:
-    """The options of each call of `task` (under any of its names) in this `inv` invocation,
-    read from the command line invoke parsed.
+def invocation_calls(body: str) -> list[dict[str, Any]]:
+    """The options of each call of the task whose body is the function `body` (its module and
+    name, e.g. `kubemigrate.tasks.db.upgrade`; under any of the task's names) in this `inv`
+    invocation, read from the command line invoke parsed.
 
     Only the `inv`/`invoke` program's parse is known; under another Program there are none.
     """
@@ -43,7 +45,7 @@ def invocation_calls(task: Task) -> list[dict[str, Any]]:
             found = collection[parsed.name] if collection is not None else None
         except (KeyError, ValueError):
             continue
-        if found is not None and found.body is task.body:
+        if found is not None and f"{found.body.__module__}.{found.body.__qualname__}" == body:
             calls.append({name: argument.value for name, argument in parsed.args.items()})
     return calls
 
@@ -96,7 +98,7 @@ def confirm_if_protected(settings: Settings, question: str, yes: bool) -> None:
 def _with_note(message: str, step: str) -> str:
     """What this invocation's release did so far (on a line of its own), then the error: the
     error line is always the last one."""
-    from kubemigrate.journal import journal
+    from kubemigrate.release.journal import journal
 
     note = journal.failure_note(step)
     return f"{note}\n{message}" if note else message
@@ -124,7 +126,8 @@ def reports_errors(func: F) -> F:
 
 def _file_failure(exc: OSError) -> str:
     """One line for an operating system error: which file, and why in words."""
-    from kubemigrate.files import reason, shown
+    from kubemigrate.errors import reason
+    from kubemigrate.files import shown
 
     where = f"{shown(exc.filename)}: " if exc.filename else ""
     return f"{where}{reason(exc)}"

@@ -1,21 +1,18 @@
-"""The database of the chosen environment: migrations, backups, restores and checks.
+"""The `db` tasks for the migrations: Alembic's commands, a new project, and the review of
+what is pending (the plan and the lint).
 
 The modules doing the work are imported by the task that runs, not when invoke loads the
 collection, so `inv --list` and completion stay fast.
 """
 
 import sys
-from pathlib import Path
 
-from invoke import Collection, Context, task
+from invoke import Context, task
 
 from kubemigrate.errors import MigrationError
-from kubemigrate.settings import Settings, load_settings
 from kubemigrate.tasks.common import (
     ENV_HELP,
     confirm_if_protected,
-    confirmation,
-    invocation_calls,
     load,
     reports_errors,
 )
@@ -53,11 +50,12 @@ def upgrade(
     env: str | None = None,
 ) -> None:
     """Upgrade the database to head (or to --revision)."""
-    from kubemigrate import migrations, steps
+    from kubemigrate.migrations import commands
+    from kubemigrate.release import steps
 
     settings = load(env)
     if sql:
-        migrations.upgrade(settings, revision, sql=True)
+        commands.upgrade(settings, revision, sql=True)
     else:
         steps.migrate(settings, revision, force=force, requested=in_cluster)
 
@@ -81,7 +79,7 @@ def downgrade(
     env: str | None = None,
 ) -> None:
     """Downgrade the database to REVISION."""
-    from kubemigrate import steps
+    from kubemigrate.release import steps
 
     settings = load(env)
     if not sql:
@@ -93,36 +91,36 @@ def downgrade(
 @reports_errors
 def current(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """Show the database's current revision."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
-    migrations.current(load(env), verbose=verbose)
+    commands.current(load(env), verbose=verbose)
 
 
 @task(help={"verbose": "Show each revision in full.", "env": ENV_HELP})
 @reports_errors
 def history(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """List the migrations, newest first."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
-    migrations.history(load(env), verbose=verbose)
+    commands.history(load(env), verbose=verbose)
 
 
 @task(help={"verbose": "Show each head in full.", "env": ENV_HELP})
 @reports_errors
 def heads(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """Show the head revisions of the migrations."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
-    migrations.heads(load(env), verbose=verbose)
+    commands.heads(load(env), verbose=verbose)
 
 
 @task(help={"revision": "Revision id (or head, base).", "env": ENV_HELP})
 @reports_errors
 def show(c: Context, revision: str, env: str | None = None) -> None:
     """Show one revision."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
-    migrations.show(load(env), revision)
+    commands.show(load(env), revision)
 
 
 @task(
@@ -137,9 +135,9 @@ def revision(
     c: Context, message: str, no_autogenerate: bool = False, env: str | None = None
 ) -> None:
     """Write a migration from the model changes (database at head)."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
-    for path in migrations.revision(load(env), message, autogenerate=not no_autogenerate):
+    for path in commands.revision(load(env), message, autogenerate=not no_autogenerate):
         print(f"Review {path} before running `inv db.upgrade`.")
 
 
@@ -161,11 +159,11 @@ def merge(
     env: str | None = None,
 ) -> None:
     """Write a merge revision joining divergent heads."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
     settings = load(env)
     confirm_if_protected(settings, f"Merge the heads for {settings.environment}?", yes)
-    for path in migrations.merge(settings, revision, message):
+    for path in commands.merge(settings, revision, message):
         print(f"Wrote {path}.")
 
 
@@ -188,7 +186,7 @@ def stamp(
     env: str | None = None,
 ) -> None:
     """Record REVISION as current without running migrations."""
-    from kubemigrate import steps
+    from kubemigrate.release import steps
 
     settings = load(env)
     if not sql:
@@ -200,9 +198,9 @@ def stamp(
 @reports_errors
 def check(c: Context, env: str | None = None) -> None:
     """Fail, listing differences, when models and migrations disagree."""
-    from kubemigrate import migrations
+    from kubemigrate.migrations import commands
 
-    migrations.check(load(env))
+    commands.check(load(env))
     print("The models and the migrations agree.")
 
 
@@ -215,85 +213,15 @@ def check(c: Context, env: str | None = None) -> None:
 @reports_errors
 def lint(c: Context, from_base: bool = False, env: str | None = None) -> None:
     """Lint the SQL of pending migrations with squawk; fail on unsafe operations."""
-    from kubemigrate import linter, migrations
+    from kubemigrate.review import build, render, squawk
 
-    settings = load(env)
-    start = None if from_base else migrations.database_revision(settings)
-    from kubemigrate.target import server_major
-
-    findings = linter.lint(settings, start, 0 if from_base else server_major(settings))
-    for finding in findings:
-        print(finding)
-    if findings:
-        raise MigrationError(f"{len(findings)} unsafe operation(s) in the migrations (above)")
+    result = build.plan(load(env), since="base" if from_base else None)
+    unsafe = squawk.squawk_findings(result)
+    for revision, finding in unsafe:
+        print(render.lint_line(revision, finding))
+    if unsafe:
+        raise MigrationError(f"{len(unsafe)} unsafe operation(s) in the migrations (above)")
     print("No unsafe operations found.")
-
-
-# -- backups --------------------------------------------------------------------------------------
-
-
-@task(
-    help={
-        "output": "Directory for the backup (default: KUBEMIGRATE_BACKUP_DIR, i.e. backups/); "
-        "files go to <dir>/<environment>/.",
-        "env": ENV_HELP,
-    }
-)
-@reports_errors
-def backup(c: Context, output: str | None = None, env: str | None = None) -> None:
-    """Back up the database with pg_dump (checked; a .json sidecar beside it)."""
-    from kubemigrate import steps
-
-    settings = load(env)
-    print(steps.backup(settings, output=output, migrating=_migrates_later(settings)))
-
-
-def _migrates_later(settings: Settings) -> bool:
-    """Whether this invocation also runs `db.upgrade` (or `migrate`) on the same environment
-    without --force: then a protected environment's gate runs before the backup."""
-    return any(
-        not call.get("force") and load_settings(call.get("env")).environment == settings.environment
-        for call in invocation_calls(upgrade)
-    )
-
-
-@task(
-    help={
-        "file": "The .dump file to restore (its .json sidecar must sit beside it).",
-        "yes": "Do not ask for confirmation (for pipelines).",
-        "force": "Restore a backup of a database with another name.",
-        "env": ENV_HELP,
-    }
-)
-@reports_errors
-def restore(
-    c: Context, file: str, yes: bool = False, force: bool = False, env: str | None = None
-) -> None:
-    """Restore FILE over the database (after checking its sha256 and asking)."""
-    from kubemigrate import backups
-
-    revision = backups.restore(load(env), Path(file), confirm=confirmation(yes), force=force)
-    print(f"Restored {Path(file).name}; the database is at revision {revision}.")
-
-
-@task(name="backups", help={"output": "Backup directory to list.", "env": ENV_HELP})
-@reports_errors
-def list_backups(c: Context, output: str | None = None, env: str | None = None) -> None:
-    """List the environment's backups with revision, size and age."""
-    from kubemigrate import backups
-
-    settings = load(env)
-    directory = backups.backup_directory(settings, output)
-    found = backups.list_backups(directory)
-    if not found:
-        print(f"No backups in {directory}.", file=sys.stderr)
-        return
-    print(f"{'FILE':<60} {'REVISION':<14} {'SIZE':>10} {'AGE':>8}")
-    for record in reversed(found):
-        print(
-            f"{record.file:<60} {record.revision:<14} "
-            f"{backups.size_text(record.size):>10} {backups.age(record):>8}"
-        )
 
 
 # -- a new project --------------------------------------------------------------------------------
@@ -308,8 +236,8 @@ def list_backups(c: Context, output: str | None = None, env: str | None = None) 
 @reports_errors
 def init(c: Context, models: str = "app.models", directory: str = "migrations") -> None:
     """Start migrations in a project that has none: alembic.ini, env.py, script.py.mako."""
-    from kubemigrate import scaffold
-    from kubemigrate.settings import find_project_dir
+    from kubemigrate.migrations import scaffold
+    from kubemigrate.settings.sources import find_project_dir
 
     project = find_project_dir()
     for path in scaffold.init(project, models=models, directory=directory):
@@ -343,14 +271,15 @@ def plan(
     env: str | None = None,
 ) -> None:
     """Report what the pending migrations will do: SQL, locks, table sizes, risks, undo."""
-    from kubemigrate import plan as planning
+    from kubemigrate.review import build, rehearsal, render
 
-    shows = {"text": planning.as_text, "markdown": planning.as_markdown, "json": planning.as_json}
+    shows = {"text": render.as_text, "markdown": render.as_markdown, "json": render.as_json}
     if format not in shows:
         raise MigrationError(f"unknown --format {format!r}; use text, markdown or json")
     if fail_on not in ("error", "warning", "never"):
         raise MigrationError(f"unknown --fail-on {fail_on!r}; use error, warning or never")
-    result = planning.plan(load(env), since=since, base=base, rehearse=rehearse)
+    measure = rehearsal.measure if rehearse else None
+    result = build.plan(load(env), since=since, base=base, rehearse=measure)
     print(shows[format](result), end="" if format == "markdown" else "\n")
     if result.fails(fail_on):
         raise MigrationError(
@@ -358,104 +287,6 @@ def plan(
         )
 
 
-# -- migration Jobs -------------------------------------------------------------------------------
-
-
-@task(name="jobs", help={"env": ENV_HELP})
-@reports_errors
-def list_jobs(c: Context, env: str | None = None) -> None:
-    """List kubemigrate's migration Jobs with state, revision and age."""
-    from kubemigrate import jobs
-    from kubemigrate.kube import Kubectl
-
-    kubectl = Kubectl.from_settings(load(env))
-    rows = [("NAME", "STATE", "REVISION", "AGE"), *map(jobs.describe, jobs.listed(kubectl))]
-    if len(rows) == 1:
-        print(f"No migration Jobs in {kubectl.where}.", file=sys.stderr)
-        return
-    width = [max(len(row[i]) for row in rows) for i in range(3)]
-    for name, state, rev, age in rows:
-        print(f"{name:<{width[0]}}  {state:<{width[1]}}  {rev:<{width[2]}}  {age}")
-
-
-@task(
-    help={
-        "name": "The Job, as `inv db.jobs` lists it.",
-        "follow": "Stream its log and wait for its end, as the migration task does.",
-        "cancel": "Delete it: PostgreSQL rolls the migration in progress back.",
-        "env": ENV_HELP,
-    }
-)
-@reports_errors
-def job(
-    c: Context, name: str, follow: bool = False, cancel: bool = False, env: str | None = None
-) -> None:
-    """Follow (--follow) or cancel (--cancel) a migration Job."""
-    from kubemigrate import jobs
-    from kubemigrate.kube import Kubectl
-
-    settings = load(env)
-    kubectl = Kubectl.from_settings(settings)
-    run_id = jobs.run_id_of(kubectl, name)
-    if cancel:
-        stopped = jobs.cancel(kubectl, name, run_id)
-        state = "its pod has stopped" if stopped else "its pod is still stopping"
-        rolled = "PostgreSQL rolls back what it had not committed"
-        print(f"Deleted the migration Job {name} ({state}); {rolled}.")
-    elif follow:
-        jobs.follow(settings, kubectl, name, run_id)
-    else:
-        print(jobs.describe(kubectl.get("job", name))[1])
-
-
-@task(
-    name="job-manifest",
-    help={
-        "revision": "Revision to upgrade to (default: head).",
-        "env": ENV_HELP,
-    },
-)
-@reports_errors
-def job_manifest(c: Context, revision: str = "head", env: str | None = None) -> None:
-    """Print the migration Job's YAML (for Helm or Argo CD hooks); needs no cluster."""
-    from kubemigrate import jobs
-
-    settings = load(env)
-    print(jobs.to_yaml(jobs.manifest(settings, ["upgrade", "--", revision], revision=revision)))
-
-
-# -- checks ---------------------------------------------------------------------------------------
-
-
-@task(help={"json": "Print the checks as JSON (for pipelines).", "env": ENV_HELP})
-@reports_errors
-def verify(c: Context, json: bool = False, env: str | None = None) -> None:
-    """Check the database is reachable, at the single head, and matches the models."""
-    from kubemigrate import steps
-
-    steps.verify(load(env), as_json=json)
-
-
-ns = Collection(
-    "db",
-    init,
-    upgrade,
-    downgrade,
-    current,
-    history,
-    heads,
-    show,
-    revision,
-    merge,
-    stamp,
-    check,
-    lint,
-    plan,
-    backup,
-    restore,
-    list_backups,
-    verify,
-    list_jobs,
-    job,
-    job_manifest,
-)
+# The tasks of this module, in the order `inv --list` shows them under `db`.
+TASKS = (init, upgrade, downgrade, current, history, heads, show, revision, merge, stamp, check)
+TASKS_REVIEW = (lint, plan)

@@ -11,7 +11,7 @@ from kubemigrate.tasks.common import ENV_HELP, load, reports_errors
 @reports_errors
 def database(c: Context, stop: bool = False, env: str | None = None) -> None:
     """Show the embedded PostgreSQL (URL, status), or --stop it."""
-    from kubemigrate.embedded import EmbeddedPostgres
+    from kubemigrate.postgres.embedded import EmbeddedPostgres
 
     settings = load(env)
     server = EmbeddedPostgres.for_settings(settings)

@@ -1,0 +1,195 @@
+"""The release's four steps, written once: backup, migrate, verify, deploy.
+
+`inv release`, `inv db.backup db.upgrade db.verify deploy` and `inv backup migrate verify
+deploy` all run these functions, so a gate added to a step holds in all three forms. Each step
+records itself in the invocation's journal (see `kubemigrate.release.journal`), which says, when a
+later step fails, what was done and how to restore the backup taken before.
+
+The gate of a protected environment (`KUBEMIGRATE_PROTECTED=true`): the pending migrations
+must pass `db.lint` before they run. When the invocation will migrate, the backup step runs
+that gate first, so a refused release changes nothing and writes no backup.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from kubemigrate.errors import MigrationError
+from kubemigrate.release.journal import journal
+from kubemigrate.settings.declared import Settings
+
+
+def require_safe_migrations(settings: Settings) -> None:
+    """On a protected environment, stop before pending migrations that squawk flags (once per
+    environment and invocation). The plan printed is the one whose findings decide."""
+    from kubemigrate.review import build, render, squawk
+
+    if not settings.protected or settings.environment in journal.linted:
+        return
+    result = build.plan(settings)
+    print(render.as_text(result), file=sys.stderr)
+    unsafe = squawk.squawk_findings(result)
+    for revision, finding in unsafe:
+        print(f"lint: {render.lint_line(revision, finding)}", file=sys.stderr)
+    if unsafe:
+        raise MigrationError(
+            f"{settings.environment} is protected and {len(unsafe)} pending operation(s) "
+            "are unsafe (listed above); fix the migrations or pass --force"
+        )
+    journal.linted.add(settings.environment)
+
+
+def backup(settings: Settings, *, output: str | None = None, migrating: bool = False) -> Path:
+    """Back up the database; the new file. `migrating`: the invocation goes on to migrate, so
+    a protected environment's gate runs first."""
+    from kubemigrate.release import backups
+
+    if migrating:
+        require_safe_migrations(settings)
+    record = backups.backup(settings, output=output)
+    path = backups.backup_directory(settings, output) / record.file
+    journal.record("backup", backup=path, environment=settings.environment)
+    return path
+
+
+def migrate(
+    settings: Settings, revision: str = "head", *, force: bool = False, requested: bool = False
+) -> None:
+    """Upgrade the database to `revision`; `force` skips a protected environment's gate;
+    `requested` (--in-cluster), or KUBEMIGRATE_RUNNER=job, runs it as a Kubernetes Job."""
+    if not force:
+        require_safe_migrations(settings)
+    change(settings, "upgrade", revision, requested=requested)
+    journal.record("upgrade")
+
+
+def change(
+    settings: Settings,
+    command: str,
+    revision: str,
+    *,
+    requested: bool = False,
+    sql: bool = False,
+) -> None:
+    """Run Alembic's `command` (upgrade, downgrade, stamp) to `revision`: here, or as a
+    Kubernetes Job when `requested` (--in-cluster) or KUBEMIGRATE_RUNNER=job. `sql` prints the
+    SQL instead, here."""
+    from kubemigrate.migrations import commands
+
+    if not sql and in_cluster(settings, requested):
+        run_in_cluster(settings, command, revision)
+        return
+    alembic = {
+        "upgrade": commands.upgrade,
+        "downgrade": commands.downgrade,
+        "stamp": commands.stamp,
+    }
+    alembic[command](settings, revision, sql=sql)
+
+
+def in_cluster(settings: Settings, requested: bool) -> bool:
+    """Whether a change runs as a Kubernetes Job: --in-cluster, or KUBEMIGRATE_RUNNER=job."""
+    return requested or settings.runner == "job"
+
+
+def run_in_cluster(settings: Settings, command: str, revision: str) -> None:
+    """`python -m kubemigrate COMMAND REVISION` as a Job from the release's image."""
+    from kubemigrate.kubernetes import jobs
+
+    jobs.run(settings, [command, "--", revision], revision=_resolved(settings, revision))
+
+
+def _resolved(settings: Settings, revision: str) -> str:
+    """`head` as the revision id it names today (for the Job's label), else `revision`."""
+    from kubemigrate.migrations import revisions
+
+    if revision != "head":
+        return revision
+    graph = revisions.read(settings.path(settings.alembic_ini))
+    heads = graph.heads() if graph is not None else []
+    return heads[0] if len(heads) == 1 else revision
+
+
+def verify(settings: Settings, *, as_json: bool = False) -> None:
+    """Run the checks, print them (a table, or JSON), and fail if one failed."""
+    import json
+
+    from kubemigrate.release import checks
+
+    results = checks.verify(settings)
+    if as_json:
+        report = {"passed": checks.passed(results), "checks": [r.as_dict() for r in results]}
+        print(json.dumps(report, indent=2))
+    else:
+        print(checks.table(results))
+    checks.require_passed(results)
+    journal.record("verify")
+
+
+def deploy(settings: Settings, *, skip_db_check: bool = False) -> None:
+    """Apply the manifests and wait for the rollouts (refused while the database is not at
+    head, unless `skip_db_check`)."""
+    from kubemigrate.release import rollout
+
+    rollout.deploy(settings, skip_db_check=skip_db_check)
+    journal.record("deploy")
+
+
+def release(settings: Settings) -> Path:
+    """The four steps in order, stopping at the first failure; the backup taken."""
+    path = backup(settings, migrating=True)
+    migrate(settings)
+    verify(settings)
+    deploy(settings)
+    return path
+
+
+def dry_run(settings: Settings) -> str:
+    """What `release` would do, with the SQL of the pending migrations; changes nothing."""
+    import io
+
+    from kubemigrate.migrations.commands import graph, upgrade_sql
+    from kubemigrate.postgres.clients import client
+    from kubemigrate.release.backups import facts
+    from kubemigrate.release.rollout import deploy_commands
+    from kubemigrate.target.database import database
+
+    db = database(settings)
+    known = facts(db)
+    head = ", ".join(graph(settings).heads())
+    where, dumped_by = client(settings, db, known.server_major)
+    # The snapshot is exported when the backup starts, in the transaction that reads the revision.
+    dump_argv = where.command("pg_dump", "--format=custom", "--snapshot=SNAPSHOT")
+    lines = [
+        f"Release plan for {db.name} ({settings.environment}, target {settings.target}):",
+        f"1. backup: {dumped_by}",
+        f"   $ {shlex.join(dump_argv)}",
+        f"2. upgrade: {known.revision} -> {head}",
+    ]
+    if settings.protected:
+        lines.append("   first: db.lint on the pending migrations (protected environment)")
+    sql = io.StringIO()
+    if known.revision == head:
+        lines.append("   no pending migrations")
+    else:
+        try:
+            upgrade_sql(settings, None if known.revision == "base" else known.revision, sql)
+            lines += ["   " + line for line in sql.getvalue().rstrip().splitlines()]
+        except MigrationError:  # a data migration reading the database cannot render offline
+            lines.append("   (not all of it renders offline: the plan below says which revision)")
+    from kubemigrate.review import build, render
+
+    lines += ["   " + line for line in render.as_text(build.plan(settings)).splitlines()]
+    lines.append(
+        "3. verify: reachable, single head, at head, models match"
+        + (", pod ready" if settings.target == "k8s" else "")
+    )
+    context = f"--context {settings.kube_context} " if settings.kube_context else ""
+    lines.append("4. deploy:")
+    for command in deploy_commands(settings):
+        lines.append(
+            f"   $ kubectl {context}--namespace {settings.namespace} {shlex.join(command)}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""What the plan holds: each pending revision's findings (a rule, its severity, the statement,
+the lock it takes and whether it rewrites the table), its tables and its downgrade; one
+`Finding` type for every source, squawk's rules and kubemigrate's own."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+VERSION = 1
+
+
+SEVERITIES = ("warning", "error")
+
+
+# The lock levels that stop the application's queries, and what they stop.
+BLOCKING = {
+    "SHARE": "writes",
+    "SHARE ROW EXCLUSIVE": "writes",
+    "EXCLUSIVE": "reads with FOR UPDATE and writes",
+    "ACCESS EXCLUSIVE": "reads and writes",
+}
+
+
+@dataclass(frozen=True)
+class Lock:
+    """What one statement does to a table, by PostgreSQL's documented lock levels."""
+
+    level: str
+    rewrite: bool = False
+    breaks: str | None = None  # why the code still running would fail
+
+
+@dataclass
+class Finding:
+    rule: str
+    severity: str
+    statement: str
+    lock: str | None
+    rewrite: bool
+    table: str | None
+    message: str
+    measured: bool = False  # lock and rewrite seen in the rehearsal, not inferred
+    source: str = "kubemigrate"  # or "squawk": whose rule it is
+
+    @property
+    def by_squawk(self) -> bool:
+        """Whether squawk found it (the release's gate and `inv db.lint` refuse those)."""
+        return self.source == "squawk"
+
+
+@dataclass
+class RevisionPlan:
+    revision: str
+    message: str
+    sql: str
+    online_only: bool
+    findings: list[Finding] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    downgrade: dict[str, bool] = field(default_factory=dict)
+    rehearsed: list[dict[str, Any]] | None = None  # per statement: locks, rewrites, measured
+
+
+@dataclass
+class Plan:
+    environment: str
+    database: str
+    start: str | None
+    heads: list[str]
+    check: str
+    revisions: list[RevisionPlan]
+    base: str | None = None  # --base GITREF
+    rehearsal: dict[str, Any] | None = None  # server, schema, failed
+
+    def worst(self) -> str | None:
+        """The highest severity of any finding (None: no finding)."""
+        found = {f.severity for r in self.revisions for f in r.findings}
+        for severity in reversed(SEVERITIES):
+            if severity in found:
+                return severity
+        return None
+
+    def fails(self, fail_on: str) -> bool:
+        """Whether a finding is at least as severe as `fail_on` ("never": none is)."""
+        worst = self.worst()
+        if fail_on == "never" or worst is None:
+            return False
+        return SEVERITIES.index(worst) >= SEVERITIES.index(fail_on)
+
+    def as_dict(self) -> dict[str, Any]:
+        shape = asdict(self)
+        shape["from"] = shape.pop("start")
+        return {"version": VERSION, **shape}
