@@ -17,6 +17,7 @@ from bench import (
     export_upgrade,
     job,
     noop_upgrade,
+    plan,
     scaling,
     startup,
     tunnel,
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     results += tunnel.measure(reps)
     results += chain.measure(reps)
     results += job.measure(reps)
+    results += plan.measure(reps, count=20 if args.quick else 200)
     results += backup_throughput.measure(min(reps, 3), scale=2 if args.quick else 40)
     table = "\n".join([HEADER, *(r.row() for r in results)])
     print(table)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import re
 from typing import Any
 
@@ -200,6 +201,15 @@ def test_revision_adds_server_default_and_upgrades_a_table_with_rows(
     text = revision_for_a_new_field(project, pg_server, database, field, "is_active")
     assert re.search(r"""server_default=(['"])true\1""", text), text
     assert COMMENT not in text
+    # The plan reads the column's DEFAULT on the parse tree: a NOT NULL column with a constant
+    # default breaks no running code and, from PostgreSQL 11, rewrites nothing.
+    planned = project.inv("db.plan", "--format", "json")
+    assert planned.code == 0, planned.output
+    (revision,) = json.loads(planned.stdout)["revisions"]
+    rules = {f["rule"]: f for f in revision["findings"]}
+    assert "breaks-running-code" not in rules, rules
+    assert rules["blocking-lock"]["lock"] == "ACCESS EXCLUSIVE"
+    assert not rules["blocking-lock"]["rewrite"]
 
     upgraded = project.inv("db.upgrade")
     assert upgraded.code == 0, upgraded.output

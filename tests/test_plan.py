@@ -94,6 +94,7 @@ def test_text_and_markdown_reports(project: Project, pg_server: Server, database
     assert text.code == 0, text.output
     assert "ACCESS EXCLUSIVE on book (2.0 k rows" in text.stdout
     assert "online-only" in text.stdout and "aaaa00000003" in text.stdout
+    assert "Running upgrade" not in text.output  # the offline rendering: shown with --debug
     markdown = project.inv("db.plan", "--format", "markdown", "--fail-on", "never")
     assert markdown.code == 0, markdown.output
     assert "| `aaaa00000001` |" in markdown.stdout

@@ -109,15 +109,26 @@ def test_the_rehearsal_measures_locks_and_rewrites_and_changes_nothing(
     (online,) = [r for r in report["revisions"] if r["revision"] == "aaaa00000004"]
     assert online["online_only"] and online["rehearsed"] is None
 
-    # Inferred: both type changes rewrite. Measured: only int to bigint does.
-    widened = findings(report, "aaaa00000005")["breaks-running-code"]
-    assert (widened["rewrite"], widened["measured"]) == (True, True)
+    # int to bigint widens (no break) but rewrites; varchar to text neither rewrites nor
+    # breaks: inferred from the types the database had, and measured the same.
+    widened = findings(report, "aaaa00000005")
+    assert "breaks-running-code" not in widened
+    assert (widened["rewrites-table"]["rewrite"], widened["rewrites-table"]["measured"]) == (
+        True,
+        True,
+    )
     (statement,) = next(r for r in report["revisions"] if r["revision"] == "aaaa00000005")[
         "rehearsed"
     ]
     assert statement["rewrites"] == ["book"] and statement["locks"]["book"] == "ACCESS EXCLUSIVE"
-    relabelled = findings(report, "aaaa00000006")["breaks-running-code"]
-    assert (relabelled["rewrite"], relabelled["measured"]) == (False, True)
+    relabelled = findings(report, "aaaa00000006")
+    assert "breaks-running-code" not in relabelled
+    blocking = relabelled["blocking-lock"]
+    assert (blocking["lock"], blocking["rewrite"], blocking["measured"]) == (
+        "ACCESS EXCLUSIVE",
+        False,
+        True,
+    )
     # Outside a transaction (an autocommit block): run on the copy, its lock left inferred.
     (concurrent,) = next(r for r in report["revisions"] if r["revision"] == "aaaa00000007")[
         "rehearsed"
@@ -246,3 +257,30 @@ def test_a_trigger_function_is_rehearsed_whole_and_its_lock_measured(
         True,
         "book",
     )
+
+
+def test_each_statement_shows_its_own_lock_and_apart_the_lock_already_held(
+    project: Project, pg_server: Server, database: str, embedded: EmbeddedPostgres
+) -> None:
+    """A column added, then an index on the same table: the index's statement took SHARE
+    itself, while the revision already held ACCESS EXCLUSIVE from the first statement."""
+    assert project.inv("db.upgrade").code == 0
+    project.add_revision(
+        "held00000001",
+        project.head(),
+        'op.add_column("book", sa.Column("shelf", sa.Text()))',
+        'op.create_index("ix_book_shelf", "book", ["shelf"])',
+    )
+    shown = project.inv("db.plan", "--rehearse", "--format", "json", "--fail-on", "never")
+    assert shown.code == 0, shown.output
+    (revision,) = json.loads(shown.stdout)["revisions"]
+    added, indexed = revision["rehearsed"]
+    assert added["locks"]["book"] == "ACCESS EXCLUSIVE" and added["held"] == {}
+    assert indexed["locks"]["book"] == "SHARE"
+    assert indexed["held"]["book"] == "ACCESS EXCLUSIVE"
+    index = next(f for f in revision["findings"] if "CREATE INDEX" in f["statement"])
+    assert (index["lock"], index["measured"], index["held"]) == ("SHARE", True, "ACCESS EXCLUSIVE")
+    text = project.inv("db.plan", "--rehearse", "--fail-on", "never")
+    assert "SHARE (measured) on book" in text.stdout
+    assert "the revision already holds ACCESS EXCLUSIVE on book when it runs" in text.stdout
+    assert "Running upgrade" not in text.stderr  # the offline rendering's lines: --debug only

@@ -1,4 +1,4 @@
-"""SQL split into statements as psql splits it (kubemigrate.postgres.statements)."""
+"""SQL split into statements by PostgreSQL's own scanner (kubemigrate.postgres.statements)."""
 
 from __future__ import annotations
 

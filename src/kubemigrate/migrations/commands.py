@@ -148,7 +148,11 @@ def offline_sql(settings: Settings, spans: Sequence[str]) -> list[str | None]:
     env.py, or None for a span that cannot render offline."""
     if not spans:
         return []
-    return list(_run(settings, "render", {"spans": list(spans)}))
+    import logging
+
+    # Alembic's "Running upgrade" lines would read as if the plan migrated: kept for --debug.
+    log = logging.getLogger().isEnabledFor(logging.DEBUG)
+    return list(_run(settings, "render", {"spans": list(spans), "log": log}))
 
 
 def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> None:

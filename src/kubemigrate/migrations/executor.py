@@ -68,7 +68,8 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> Any
             return _graph_rows(scripts(config))
         case "render":
             scripts(config).get_heads()  # a broken revision file is said as such, not "offline"
-            return [_render(config, span) for span in arguments["spans"]]
+            with _alembic_logs(arguments.get("log", True)):
+                return [_render(config, span) for span in arguments["spans"]]
         case _:
             raise MigrationError(f"unknown Alembic command {name!r}")
     return None
@@ -118,6 +119,21 @@ def _graph_rows(directory: ScriptDirectory) -> list[dict[str, Any]]:
         }
         for script in directory.walk_revisions()
     ]
+
+
+@contextmanager
+def _alembic_logs(shown: bool) -> Iterator[None]:
+    """Alembic's progress lines as they are (`shown`), or left out for the while."""
+    import logging
+
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    if not shown:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _render(config: Config, span: str) -> str | None:

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemigrate.errors import KubemigrateError, MigrationError
-from kubemigrate.review import squawk
-from kubemigrate.review.locks import inferred, note, own_statements
+from kubemigrate.review import schema, squawk
+from kubemigrate.review.locks import classified, inferred, note, own_statements
 from kubemigrate.review.model import Plan, RevisionPlan
+from kubemigrate.review.schema import Schema
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -72,14 +73,14 @@ def plan(
         raise MigrationError("--since and --base both say where the plan starts: pass one")
     revisions_graph = graph(settings)
     heads = revisions_graph.heads()
-    known, shown, server_major = _database(settings)
+    known, shown, server_major, schema = _database(settings)
     if base is not None:
         versions = layout(settings).versions
         start = branches.added(settings, revisions_graph, versions, base).base_head
     else:
         start = since if since is not None else _single(known)
     chain = _chain(revisions_graph, start)
-    revisions = _revisions(settings, revisions_graph, chain, server_major)
+    revisions = _revisions(settings, revisions_graph, chain, server_major, schema)
     rehearsed = None
     if rehearse is not None and chain:
         rehearsed = rehearse(settings, revisions, start, known, server_major)
@@ -93,8 +94,9 @@ def plan(
     return Plan(settings.environment, shown, start, heads, check, revisions, base, rehearsed)
 
 
-def _database(settings: Settings) -> tuple[tuple[str, ...] | None, str, int]:
-    """The database's revisions (None: not reachable), its URL shown, its major version."""
+def _database(settings: Settings) -> tuple[tuple[str, ...] | None, str, int, Schema]:
+    """The database's revisions (None: not reachable), its URL shown, its major version, and
+    what it knows of its tables' columns (read-only)."""
     from kubemigrate.migrations.recorder import current_heads
     from kubemigrate.postgres.connections import connect_plainly
     from kubemigrate.target.database import database
@@ -102,9 +104,10 @@ def _database(settings: Settings) -> tuple[tuple[str, ...] | None, str, int]:
     try:
         db = database(settings)
         with connect_plainly(db) as connection:
-            return current_heads(connection), db.shown, int(connection.server_version) // 10000
+            heads, major = current_heads(connection), int(connection.server_version) // 10000
+            return heads, db.shown, major, schema.read(connection)
     except KubemigrateError as exc:
-        return None, f"not reachable ({exc})", 0
+        return None, f"not reachable ({exc})", 0, Schema()
 
 
 def _single(heads: tuple[str, ...] | None) -> str | None:
@@ -126,22 +129,27 @@ def _chain(graph: Graph, start: str | None) -> list[str]:
 
 
 def _revisions(
-    settings: Settings, graph: Graph, chain: list[str], server_major: int
+    settings: Settings, graph: Graph, chain: list[str], server_major: int, known: Schema
 ) -> list[RevisionPlan]:
     """The plan of each revision of `chain`, its SQL rendered alone (all in one go, where
-    env.py runs)."""
+    env.py runs); each revision's statements read knowing what the ones before changed."""
     from kubemigrate.migrations.commands import offline_sql
 
     spans = [f"{graph.parents[r][0]}:{r}" if graph.parents[r] else r for r in chain]
     rendered = offline_sql(settings, spans)
     return [
-        _revision(graph, revision, sql, server_major, settings)
+        _revision(graph, revision, sql, server_major, settings, known)
         for revision, sql in zip(chain, rendered, strict=True)
     ]
 
 
 def _revision(
-    graph: Graph, revision: str, sql: str | None, server_major: int, settings: Settings
+    graph: Graph,
+    revision: str,
+    sql: str | None,
+    server_major: int,
+    settings: Settings,
+    known: Schema,
 ) -> RevisionPlan:
     doc = graph.docs.get(revision, "")
     result = RevisionPlan(
@@ -158,7 +166,7 @@ def _revision(
             )
         )
         return result
-    statements = own_statements(sql)
+    statements = classified(own_statements(sql), known, server_major)
     result.findings += inferred(statements)
     result.findings += squawk.findings(settings, statements, server_major)
     if not result.downgrade["present"]:

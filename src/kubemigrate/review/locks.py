@@ -1,69 +1,19 @@
-"""The lock each statement takes and whether it rewrites the table, from PostgreSQL's
-documented lock levels (inferred, not measured), and the findings they make: first match wins."""
+"""The findings of the inferred locks: for each statement, read on PostgreSQL's parse tree
+(`kubemigrate.review.rules`), whether it breaks the code still running, rewrites or scans a
+table under its lock, or blocks the application while it runs; and a statement the parser
+cannot read, said as such."""
 
 from __future__ import annotations
 
 import re
 
 from kubemigrate.postgres.statements import split
-from kubemigrate.review.model import BLOCKING, Finding, Lock
+from kubemigrate.review.model import BLOCKING, Classified, Effect, Finding
+from kubemigrate.review.rules import classify
+from kubemigrate.review.schema import Schema
 
-# First match wins; `{t}` is the table name.
-LOCKS: list[tuple[re.Pattern[str], Lock]] = [
-    (
-        re.compile(r"^CREATE\s+(UNIQUE\s+)?INDEX\s+CONCURRENTLY", re.I),
-        Lock("SHARE UPDATE EXCLUSIVE"),
-    ),
-    (re.compile(r"^CREATE\s+(UNIQUE\s+)?INDEX", re.I), Lock("SHARE")),
-    (re.compile(r"^DROP\s+INDEX\s+CONCURRENTLY", re.I), Lock("SHARE UPDATE EXCLUSIVE")),
-    (re.compile(r"^DROP\s+INDEX", re.I), Lock("ACCESS EXCLUSIVE")),
-    (re.compile(r"^DROP\s+TABLE", re.I), Lock("ACCESS EXCLUSIVE", breaks="drops a table")),
-    (
-        re.compile(r"^ALTER\s+TABLE\s+\S+\s+RENAME\s+TO", re.I),
-        Lock("ACCESS EXCLUSIVE", breaks="renames a table"),
-    ),
-    (
-        re.compile(r"^ALTER\s+TABLE.*\sRENAME\s+(COLUMN\s+)?\S+\s+TO", re.I | re.S),
-        Lock("ACCESS EXCLUSIVE", breaks="renames a column"),
-    ),
-    (
-        re.compile(r"^ALTER\s+TABLE.*\sDROP\s+COLUMN", re.I | re.S),
-        Lock("ACCESS EXCLUSIVE", breaks="drops a column"),
-    ),
-    (
-        re.compile(r"^ALTER\s+TABLE.*\sALTER\s+COLUMN\s+\S+\s+(SET\s+DATA\s+)?TYPE", re.I | re.S),
-        Lock("ACCESS EXCLUSIVE", rewrite=True, breaks="changes a column's type"),
-    ),
-    (
-        re.compile(r"^ALTER\s+TABLE.*\sSET\s+NOT\s+NULL", re.I | re.S),
-        Lock("ACCESS EXCLUSIVE", breaks="adds NOT NULL"),
-    ),
-    (
-        re.compile(
-            r"^ALTER\s+TABLE.*\sADD\s+(COLUMN\s+)?\S+\s+[^,]*NOT\s+NULL(?![^,]*DEFAULT)",
-            re.I | re.S,
-        ),
-        Lock("ACCESS EXCLUSIVE", breaks="adds a NOT NULL column without a default"),
-    ),
-    (
-        re.compile(r"^ALTER\s+TABLE.*\sADD\s+(CONSTRAINT\s+\S+\s+)?FOREIGN\s+KEY", re.I | re.S),
-        Lock("SHARE ROW EXCLUSIVE"),
-    ),
-    (re.compile(r"^ALTER\s+TABLE", re.I), Lock("ACCESS EXCLUSIVE")),
-    (re.compile(r"^(UPDATE|DELETE|INSERT|MERGE)\b", re.I), Lock("ROW EXCLUSIVE")),
-    (
-        re.compile(r"^(TRUNCATE|VACUUM\s+FULL|CLUSTER)\b", re.I),
-        Lock("ACCESS EXCLUSIVE", rewrite=True),
-    ),
-]
-
-
-TABLE = re.compile(
-    r"^(?:ALTER\s+TABLE(?:\s+ONLY)?(?:\s+IF\s+EXISTS)?|DROP\s+TABLE(?:\s+IF\s+EXISTS)?|"
-    r"CREATE\s+TABLE(?:\s+IF\s+NOT\s+EXISTS)?|UPDATE|DELETE\s+FROM|INSERT\s+INTO|TRUNCATE)"
-    r"\s+(?P<table>[\w.\"]+)|^CREATE\s+(?:UNIQUE\s+)?INDEX\s.*?\sON\s+(?:ONLY\s+)?(?P<on>[\w.\"]+)",
-    re.I | re.S,
-)
+# Locks whose statement is worth a warning even when brief: they stop reads or writes.
+WARNED = ("ACCESS EXCLUSIVE", "SHARE")
 
 
 def own_statements(sql: str) -> list[str]:
@@ -76,42 +26,68 @@ def own_statements(sql: str) -> list[str]:
     ]
 
 
-def lock_of(statement: str) -> Lock | None:
-    for pattern, lock in LOCKS:
-        if pattern.search(statement):
-            return lock
-    return None
+def classified(statements: list[str], schema: Schema, server_major: int) -> list[Classified]:
+    """Each statement read in order: what the ones before it changed is known to the next."""
+    return [classify(statement, schema, server_major) for statement in statements]
 
 
-def table_of(statement: str) -> str | None:
-    match = TABLE.search(statement)
-    if match is None:
+def summary(statement: Classified) -> Effect | None:
+    """One effect for the whole statement: its strongest lock (and that lock's table), a
+    rewrite or scan if any subcommand does one, every reason it breaks running code."""
+    strongest = statement.strongest()
+    if strongest is None:
         return None
-    return (match["table"] or match["on"] or "").strip('"').split(".")[-1].strip('"') or None
+    reasons = list(dict.fromkeys(e.breaks for e in statement.effects if e.breaks))
+    return Effect(
+        strongest.rule,
+        strongest.table,
+        strongest.lock,
+        rewrite=any(e.rewrite for e in statement.effects),
+        scan=any(e.scan for e in statement.effects),
+        breaks="; ".join(reasons) or None,
+    )
 
 
-def inferred(statements: list[str]) -> list[Finding]:
-    """A finding per statement that blocks the application or breaks the running code."""
+def inferred(statements: list[Classified]) -> list[Finding]:
+    """A finding per statement that breaks the running code, rewrites or scans a table under
+    its lock, or blocks the application; one per statement the parser cannot read."""
     findings = []
     for statement in statements:
-        lock, table = lock_of(statement), table_of(statement)
-        if lock is None or statement.upper().startswith("CREATE TABLE"):
+        if statement.error is not None:
+            findings.append(
+                Finding(
+                    "unparsed",
+                    "warning",
+                    statement.statement,
+                    None,
+                    False,
+                    None,
+                    f"{statement.error}: its locks are not known; review it by hand",
+                )
+            )
             continue
-        if lock.breaks:
+        effect = summary(statement)
+        if effect is None:
+            continue
+        if effect.breaks:
             findings.append(
                 Finding(
                     "breaks-running-code",
                     "error",
-                    statement,
-                    lock.level,
-                    lock.rewrite,
-                    table,
-                    f"{lock.breaks}: the pods still running the old code fail; expand, then "
+                    statement.statement,
+                    effect.lock,
+                    effect.rewrite,
+                    effect.table,
+                    f"{effect.breaks}: the pods still running the old code fail; expand, then "
                     "contract over two releases",
                 )
             )
-        elif lock.rewrite or lock.level in ("ACCESS EXCLUSIVE", "SHARE"):
-            findings.append(lock_finding(statement, lock.level, lock.rewrite, table))
+        elif effect.rewrite or effect.scan or effect.lock in WARNED:
+            findings.append(
+                lock_finding(
+                    statement.statement, effect.lock, effect.rewrite, effect.table, scan=effect.scan
+                )
+            )
     return findings
 
 
@@ -121,14 +97,26 @@ def note(rule: str, message: str, severity: str = "warning") -> Finding:
 
 
 def lock_finding(
-    statement: str, level: str, rewrite: bool, table: str | None, *, measured: bool = False
+    statement: str,
+    level: str,
+    rewrite: bool,
+    table: str | None,
+    *,
+    measured: bool = False,
+    scan: bool = False,
 ) -> Finding:
-    """A warning that `statement` rewrites `table`, else that it blocks the application, while
-    holding lock `level`."""
+    """A warning that `statement` rewrites or scans `table`, else that it blocks the
+    application, while holding lock `level`."""
     if rewrite:
         message = "rewrites the table while holding the lock"
         return Finding(
             "rewrites-table", "warning", statement, level, True, table, message, measured
         )
+    if scan:
+        blocked = BLOCKING.get(level)
+        message = "reads the whole table while holding the lock" + (
+            f", which blocks {blocked}" if blocked else ", without blocking writes"
+        )
+        return Finding("scans-table", "warning", statement, level, False, table, message, measured)
     message = f"blocks {BLOCKING[level]} on the table while it runs"
     return Finding("blocking-lock", "warning", statement, level, False, table, message, measured)

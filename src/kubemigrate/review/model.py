@@ -42,6 +42,7 @@ class Finding:
     message: str
     measured: bool = False  # lock and rewrite seen in the rehearsal, not inferred
     source: str = "kubemigrate"  # or "squawk": whose rule it is
+    held: str | None = None  # the rehearsal: the lock the revision held already when it ran
 
     @property
     def by_squawk(self) -> bool:
@@ -91,3 +92,43 @@ class Plan:
         shape = asdict(self)
         shape["from"] = shape.pop("start")
         return {"version": VERSION, **shape}
+
+
+# Lock modes, weakest first (PostgreSQL's table-level lock modes).
+MODES = (
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    "ACCESS EXCLUSIVE",
+)
+
+
+@dataclass
+class Effect:
+    """What one statement (or one ALTER TABLE subcommand) does to one table, by the rule named
+    (`kubemigrate.review.rules.RULES`)."""
+
+    rule: str
+    table: str | None
+    lock: str
+    rewrite: bool = False
+    scan: bool = False  # reads the whole table while holding the lock
+    breaks: str | None = None  # why the code still running fails
+
+
+@dataclass
+class Classified:
+    """One statement: what it does to each table; or why PostgreSQL's parser cannot read it."""
+
+    statement: str
+    effects: list[Effect] = field(default_factory=list)
+    error: str | None = None
+    creates: str | None = None  # the table it creates (no lock on it matters)
+
+    def strongest(self) -> Effect | None:
+        """The effect with the strongest lock (the statement's lock)."""
+        return max(self.effects, key=lambda e: MODES.index(e.lock), default=None)

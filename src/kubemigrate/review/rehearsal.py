@@ -30,30 +30,17 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemigrate.errors import KubemigrateError, MigrationError
-from kubemigrate.postgres.statements import split
-from kubemigrate.review.locks import lock_finding, note, own_statements
-from kubemigrate.review.model import BLOCKING, RevisionPlan
+from kubemigrate.review.model import MODES
 
 if TYPE_CHECKING:
     from kubemigrate.postgres.embedded import EmbeddedPostgres
     from kubemigrate.settings.declared import Settings
 
-# Weakest first, as PostgreSQL's documentation lists the table-level lock modes.
-MODES = (
-    "ACCESS SHARE",
-    "ROW SHARE",
-    "ROW EXCLUSIVE",
-    "SHARE UPDATE EXCLUSIVE",
-    "SHARE",
-    "SHARE ROW EXCLUSIVE",
-    "EXCLUSIVE",
-    "ACCESS EXCLUSIVE",
-)
 USER_RELATIONS = (
     "SELECT c.oid, c.relname, c.relfilenode FROM pg_class c "
     "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -79,7 +66,8 @@ class Statement:
     """What one statement did on the copy."""
 
     statement: str
-    locks: dict[str, str] = field(default_factory=dict)  # table: strongest mode held after it
+    locks: dict[str, str] = field(default_factory=dict)  # table: the strongest mode it took
+    held: dict[str, str] = field(default_factory=dict)  # table: the revision's, before it ran
     rewrites: list[str] = field(default_factory=list)  # tables whose relfilenode changed
     measured: bool = True  # False: it ran outside a transaction, or in an online-only revision
 
@@ -185,7 +173,7 @@ def _run(settings: Settings, url: str, connection: Any, revision: Revision) -> l
             for statement in statements:
                 if _is(statement, "BEGIN"):
                     cursor.execute("BEGIN")
-                    existing = _relations(cursor)  # locks on what it creates do not matter
+                    existing = relations(cursor)  # locks on what it creates do not matter
                 elif _is(statement, "COMMIT"):
                     cursor.execute("COMMIT")
                     existing = None
@@ -193,7 +181,7 @@ def _run(settings: Settings, url: str, connection: Any, revision: Revision) -> l
                     cursor.execute(statement)
                     done.append(Statement(statement, measured=False))
                 else:
-                    done.append(_measured(cursor, statement, existing))
+                    done.append(measured(cursor, statement, existing))
             if existing is not None:
                 cursor.execute("COMMIT")
         except BaseException:
@@ -207,27 +195,39 @@ def _is(statement: str, keyword: str) -> bool:
     return statement.strip().rstrip(";").strip().upper() == keyword
 
 
-def _measured(cursor: Any, statement: str, existing: dict[int, tuple[str, int]]) -> Statement:
-    """Run `statement`; the strongest lock now held on each table that existed before the
-    revision began, and the tables it rewrote."""
-    before = _relations(cursor)
-    cursor.execute(statement)
-    after = _relations(cursor)
+def measured(cursor: Any, statement: str, existing: dict[int, tuple[str, int]]) -> Statement:
+    """Run `statement`; on each table that existed before the revision began, the strongest
+    lock it took itself and the strongest the revision held already, and the tables it
+    rewrote."""
     names = {oid: name for oid, (name, _) in existing.items()}
-    cursor.execute(HELD)
-    held: dict[str, list[str]] = {}
-    for relation, mode in cursor.fetchall():
-        if relation in names and mode_name(mode) in MODES:  # not SERIALIZABLE's SIReadLock
-            held.setdefault(names[relation], []).append(mode_name(mode))
+    before, held = relations(cursor), _held(cursor, names)
+    cursor.execute(statement)
+    after, now = relations(cursor), _held(cursor, names)
+    took = {
+        table: strongest(list(modes - held.get(table, set())))
+        for table, modes in sorted(now.items())
+        if modes - held.get(table, set())
+    }
     rewrites = sorted(
         name
         for oid, (name, node) in before.items()
         if oid in existing and oid in after and after[oid][1] != node
     )
-    return Statement(statement, {t: strongest(m) for t, m in sorted(held.items())}, rewrites)
+    already = {table: strongest(list(modes)) for table, modes in sorted(held.items())}
+    return Statement(statement, took, already, rewrites)
 
 
-def _relations(cursor: Any) -> dict[int, tuple[str, int]]:
+def _held(cursor: Any, names: dict[int, str]) -> dict[str, set[str]]:
+    """The lock modes this session holds on each of the tables `names` names."""
+    cursor.execute(HELD)
+    held: dict[str, set[str]] = {}
+    for relation, mode in cursor.fetchall():
+        if relation in names and mode_name(mode) in MODES:  # not SERIALIZABLE's SIReadLock
+            held.setdefault(names[relation], set()).add(mode_name(mode))
+    return held
+
+
+def relations(cursor: Any) -> dict[int, tuple[str, int]]:
     cursor.execute(USER_RELATIONS)
     return {int(oid): (name, int(node)) for oid, name, node in cursor.fetchall()}
 
@@ -338,62 +338,3 @@ def _on_copy(settings: Settings, url: str) -> Settings:
         protected=False,
         runner="local",
     )
-
-
-def measure(
-    settings: Settings,
-    revisions: list[RevisionPlan],
-    start: str | None,
-    known: tuple[str, ...] | None,
-    server_major: int,
-) -> dict[str, Any]:
-    """Run the plan's revisions on a throwaway copy (`rehearse`); each finding whose
-    statement ran there takes the lock and rewrite measured, and a measured rewrite or blocking
-    lock no rule inferred becomes a finding of its own."""
-    done = rehearse(
-        settings,
-        [Revision(r.revision, None if r.online_only else split(r.sql)) for r in revisions],
-        start=start,
-        recorded=known,
-        server_major=server_major,
-    )
-    for revision in revisions:
-        statements = done.revisions.get(revision.revision)
-        if statements is None or revision.online_only:  # not reached, or applied unmeasured
-            continue
-        mine = set(own_statements(revision.sql))
-        own = [s for s in statements if s.statement in mine]
-        revision.rehearsed = [asdict(s) for s in own]
-        for statement in own:
-            _take_measures(revision, statement)
-    failed = None
-    if done.failed is not None:
-        at, error = done.failed
-        failed = f"{at}: {error}"
-        for revision in revisions:
-            if revision.revision == at:
-                revision.findings.append(
-                    note("rehearsal-failed", f"failed on a copy of the schema: {error}", "error")
-                )
-    return {"server": done.server, "schema": done.schema, "failed": failed, "check": done.check}
-
-
-def _take_measures(revision: RevisionPlan, measured: Statement) -> None:
-    """The statement's findings take its measured lock and rewrite; a statement no rule flagged
-    gets a finding for each table it rewrote or blocked."""
-    if not measured.measured:
-        return
-    own = [f for f in revision.findings if f.statement == measured.statement]
-    for finding in own:
-        if finding.table in measured.locks:
-            finding.lock = measured.locks[finding.table]
-            finding.rewrite = finding.table in measured.rewrites
-            finding.measured = True
-    if own:
-        return
-    for table, level in measured.locks.items():
-        rewrites = table in measured.rewrites
-        if rewrites or level in BLOCKING:
-            revision.findings.append(
-                lock_finding(measured.statement, level, rewrites, table, measured=True)
-            )

@@ -32,7 +32,10 @@ def describe(revision: RevisionPlan, finding: Finding) -> str:
         how = " (measured)" if finding.measured else ""
         where = f": {finding.lock}{how} on {finding.table}{size(revision, finding.table)}"
     rewrite = ", rewrites the table" if finding.rewrite else ""
-    return f"{finding.severity}: {finding.rule}{where}{rewrite}: {finding.message}"
+    held = ""
+    if finding.held and finding.table:
+        held = f" (the revision already holds {finding.held} on {finding.table} when it runs)"
+    return f"{finding.severity}: {finding.rule}{where}{rewrite}: {finding.message}{held}"
 
 
 def locks_line(result: Plan) -> str:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from kubemigrate.errors import MigrationError
 from kubemigrate.process import children, programs
-from kubemigrate.review.locks import lock_of, table_of
-from kubemigrate.review.model import Finding, Plan
+from kubemigrate.review.locks import summary
+from kubemigrate.review.model import Classified, Finding, Plan
 
 if TYPE_CHECKING:
     from kubemigrate.settings.declared import Settings
@@ -62,10 +62,13 @@ def run_squawk(settings: Settings, sql: str, server_major: int, *args: str) -> s
     return result.output
 
 
-def findings(settings: Settings, statements: list[str], server_major: int) -> list[Finding]:
-    """squawk's findings on the statements, for the target's major version."""
-    if not statements:
+def findings(settings: Settings, classified: list[Classified], server_major: int) -> list[Finding]:
+    """squawk's findings on the statements, for the target's major version; each with the
+    lock and table its statement's parse tree gives."""
+    if not classified:
         return []
+    statements = [c.statement for c in classified]
+    by_text = {c.statement: summary(c) for c in classified}
     sql = ";\n".join(statements) + ";\n"
     output = run_squawk(
         settings, sql, server_major, "--reporter", "json", "--assume-in-transaction"
@@ -77,15 +80,15 @@ def findings(settings: Settings, statements: list[str], server_major: int) -> li
         if rule in OURS:
             continue
         statement = _owner(starts, int(item.get("line", 0)), statements)
-        lock = lock_of(statement)
+        effect = by_text.get(statement)
         found.append(
             Finding(
                 rule,
                 "error" if rule in ERROR_RULES else "warning",
                 statement,
-                lock.level if lock else None,
-                bool(lock and lock.rewrite),
-                table_of(statement),
+                effect.lock if effect else None,
+                bool(effect and effect.rewrite),
+                effect.table if effect else None,
                 str(item.get("message", "")),
                 source="squawk",
             )

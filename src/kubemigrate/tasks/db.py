@@ -271,14 +271,14 @@ def plan(
     env: str | None = None,
 ) -> None:
     """Report what the pending migrations will do: SQL, locks, table sizes, risks, undo."""
-    from kubemigrate.review import build, rehearsal, render
+    from kubemigrate.review import build, measures, render
 
     shows = {"text": render.as_text, "markdown": render.as_markdown, "json": render.as_json}
     if format not in shows:
         raise MigrationError(f"unknown --format {format!r}; use text, markdown or json")
     if fail_on not in ("error", "warning", "never"):
         raise MigrationError(f"unknown --fail-on {fail_on!r}; use error, warning or never")
-    measure = rehearsal.measure if rehearse else None
+    measure = measures.measure if rehearse else None
     result = build.plan(load(env), since=since, base=base, rehearse=measure)
     print(shows[format](result), end="" if format == "markdown" else "\n")
     if result.fails(fail_on):
