@@ -29,6 +29,11 @@ INSERT INTO book SELECT i, 't' || i, 'n', 1.5, 10, 1, NULL FROM generate_series(
 ALTER TABLE book ADD CONSTRAINT isbn_present CHECK (isbn IS NOT NULL) NOT VALID;
 UPDATE book SET isbn = 'x';
 ALTER TABLE book VALIDATE CONSTRAINT isbn_present;
+CREATE TABLE events (id integer, at date) PARTITION BY RANGE (at);
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE events_2027 (id integer, at date);
+INSERT INTO events SELECT i, date '2026-03-01' FROM generate_series(1, 50) i;
+INSERT INTO events_2027 SELECT i, date '2027-03-01' FROM generate_series(1, 50) i;
 """
 COLUMNS = {
     ("author", "id"): "integer",
@@ -214,6 +219,46 @@ TABLE: list[tuple[str, int, tuple[str, str, str, bool, bool, bool]]] = [
         18,
         ("vacuum-full", "book", AE, True, False, False),
     ),
+    # partitions: ATTACH spares the parent from 12, DETACH CONCURRENTLY exists from 14
+    (
+        "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') "
+        "TO ('2028-01-01')",
+        18,
+        ("attach-partition", "events_2027", AE, False, True, False),
+    ),
+    (
+        "ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') "
+        "TO ('2028-01-01')",
+        11,
+        ("attach-partition", "events", AE, False, True, False),
+    ),
+    (
+        "ALTER TABLE events DETACH PARTITION events_2026",
+        18,
+        ("detach-partition", "events", AE, False, False, False),
+    ),
+    (
+        "ALTER TABLE events DETACH PARTITION events_2026 CONCURRENTLY",
+        18,
+        ("detach-partition", "events", SUE, False, False, False),
+    ),
+    (
+        "ALTER TABLE events DETACH PARTITION events_2026 CONCURRENTLY",
+        13,
+        ("detach-partition", "events", AE, False, False, False),
+    ),
+    ("REINDEX TABLE book", 18, ("reindex", "book", "SHARE", False, False, False)),
+    (
+        "REINDEX TABLE CONCURRENTLY book",
+        18,
+        ("reindex-concurrently", "book", SUE, False, False, False),
+    ),
+    # a new table's foreign key locks the table it references
+    (
+        "CREATE TABLE review (id integer PRIMARY KEY, book_id integer REFERENCES book (id))",
+        18,
+        ("add-foreign-key", "book", "SHARE ROW EXCLUSIVE", False, False, False),
+    ),
     # several subcommands: each one's effect, the strongest lock
     (
         "ALTER TABLE book ALTER COLUMN title TYPE text, DROP COLUMN note",
@@ -326,3 +371,11 @@ def test_the_rehearsal_measures_what_the_rule_infers(
             cursor.execute("ROLLBACK")
     assert measured.locks.get(table) == lock, measured
     assert (table in measured.rewrites) == rewrite, measured
+
+
+def test_the_readme_shows_every_rule_with_its_source() -> None:
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    for rule in RULES.values():
+        assert f"| `{rule.name}` | {rule.lock} | {rule.effect or '-'} | {rule.source} |" in text

@@ -13,6 +13,8 @@ from kubemigrate.review.schema import Schema, TypeName, widens
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 NO_REWRITE_FOR_NON_VOLATILE_DEFAULT = 11  # PostgreSQL 11's release notes
 NOT_NULL_PROVEN_BY_CHECK = 12  # PostgreSQL 12's release notes
+ATTACH_WITHOUT_BLOCKING = 12  # ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on the parent
+DETACH_CONCURRENTLY = 14
 # Functions a default may call that are not volatile (pg_proc.provolatile); any other one is
 # taken for volatile, the careful guess. SQL's CURRENT_TIMESTAMP and the like are stable.
 NON_VOLATILE = {
@@ -57,6 +59,10 @@ def subcommand(command: Any, table: str | None, schema: Schema, major: int) -> l
     if kind == AlterTableType.AT_ValidateConstraint:
         schema.validate(str(command.name))
         return [Effect("validate-constraint", table, "SHARE UPDATE EXCLUSIVE", scan=True)]
+    if kind == AlterTableType.AT_AttachPartition:
+        return _attach(command.def_, table, major)
+    if kind == AlterTableType.AT_DetachPartition:
+        return _detach(command.def_, table, major)
     if kind in LIGHT:
         return [Effect("set-statistics", table, "SHARE UPDATE EXCLUSIVE")]
     return [Effect("alter-table", table, ACCESS_EXCLUSIVE, rewrite=kind in REWRITES)]
@@ -159,3 +165,23 @@ def _add_constraint(constraint: Any, table: str | None, schema: Schema) -> list[
         builds = not constraint.indexname
         return [Effect("add-unique", table, ACCESS_EXCLUSIVE, scan=builds)]
     return [Effect("alter-table", table, ACCESS_EXCLUSIVE, scan=validated)]
+
+
+def _attach(partition: Any, table: str | None, major: int) -> list[Effect]:
+    """ATTACH PARTITION: SHARE UPDATE EXCLUSIVE on the parent from 12 (ACCESS EXCLUSIVE
+    before); the new partition is scanned for rows outside its bound under ACCESS EXCLUSIVE."""
+    parent = "SHARE UPDATE EXCLUSIVE" if major >= ATTACH_WITHOUT_BLOCKING else ACCESS_EXCLUSIVE
+    attached = str(partition.name.relname)
+    return [
+        Effect("attach-partition", table, parent),
+        Effect("attach-partition", attached, ACCESS_EXCLUSIVE, scan=True),
+    ]
+
+
+def _detach(partition: Any, table: str | None, major: int) -> list[Effect]:
+    """DETACH PARTITION: ACCESS EXCLUSIVE on the parent and the partition; CONCURRENTLY (from
+    14) takes SHARE UPDATE EXCLUSIVE on both instead."""
+    concurrent = bool(partition.concurrent) and major >= DETACH_CONCURRENTLY
+    lock = "SHARE UPDATE EXCLUSIVE" if concurrent else ACCESS_EXCLUSIVE
+    detached = str(partition.name.relname)
+    return [Effect("detach-partition", table, lock), Effect("detach-partition", detached, lock)]

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pglast.enums.parsenodes import ConstrType
+
 from kubemigrate.review.alter import subcommand
 from kubemigrate.review.model import Classified, Effect
 from kubemigrate.review.schema import Schema, TypeName
@@ -99,6 +101,26 @@ RULES = {
             "ALTER TABLE, SET STATISTICS and SET ( storage_parameter )",
         ),
         Rule("alter-table", ACCESS_EXCLUSIVE, "", "ALTER TABLE (the default lock)"),
+        Rule(
+            "attach-partition",
+            "SHARE UPDATE EXCLUSIVE",
+            "on the parent from 12 (ACCESS EXCLUSIVE before); the partition's rows are scanned "
+            "under ACCESS EXCLUSIVE",
+            "ALTER TABLE, ATTACH PARTITION",
+        ),
+        Rule(
+            "detach-partition",
+            ACCESS_EXCLUSIVE,
+            "on the parent and the partition; SHARE UPDATE EXCLUSIVE with CONCURRENTLY (from 14)",
+            "ALTER TABLE, DETACH PARTITION",
+        ),
+        Rule("reindex", "SHARE", "rebuilds the indexes; blocks writes", "REINDEX"),
+        Rule(
+            "reindex-concurrently",
+            "SHARE UPDATE EXCLUSIVE",
+            "rebuilds the indexes without blocking writes (from 12)",
+            "REINDEX, Rebuilding Indexes Concurrently",
+        ),
         Rule("data", "ROW EXCLUSIVE", "changes rows", "Explicit Locking, ROW EXCLUSIVE"),
         Rule("truncate", ACCESS_EXCLUSIVE, "replaces the table's files", "TRUNCATE"),
         Rule("vacuum-full", ACCESS_EXCLUSIVE, "rewrites the table", "VACUUM, FULL"),
@@ -168,11 +190,32 @@ def _rename(node: Any, result: Classified, schema: Schema, major: int) -> None:
 
 
 def _create_table(node: Any, result: Classified, schema: Schema, major: int) -> None:
+    """A new table takes no lock that matters on itself; a foreign key of it takes SHARE ROW
+    EXCLUSIVE on the table it references (ALTER TABLE, Notes (ADD FOREIGN KEY))."""
     table = _table(node.relation)
     result.creates = table
+    constraints = []
     for element in node.tableElts or ():
-        if type(element).__name__ == "ColumnDef" and table:
-            schema.learn_type(table, str(element.colname), TypeName.of(element.typeName))
+        if type(element).__name__ == "ColumnDef":
+            if table:
+                schema.learn_type(table, str(element.colname), TypeName.of(element.typeName))
+            constraints += list(element.constraints or ())
+        elif type(element).__name__ == "Constraint":
+            constraints.append(element)
+    referenced = {
+        _table(c.pktable) for c in constraints if c.contype == ConstrType.CONSTR_FOREIGN
+    } - {table, None}
+    for other in sorted(name for name in referenced if name):
+        result.effects.append(Effect("add-foreign-key", other, "SHARE ROW EXCLUSIVE"))
+
+
+def _reindex(node: Any, result: Classified, schema: Schema, major: int) -> None:
+    from pglast.enums.parsenodes import ReindexObjectType
+
+    concurrently = any(p.defname == "concurrently" for p in node.params or ())
+    rule = "reindex-concurrently" if concurrently else "reindex"
+    table = _table(node.relation) if node.kind == ReindexObjectType.REINDEX_OBJECT_TABLE else None
+    result.effects.append(Effect(rule, table, RULES[rule].lock))
 
 
 def _data(node: Any, result: Classified, schema: Schema, major: int) -> None:
@@ -216,5 +259,6 @@ READERS = {
     "TruncateStmt": _truncate,
     "VacuumStmt": _vacuum,
     "ClusterStmt": _cluster,
+    "ReindexStmt": _reindex,
     "AlterTableStmt": _alter_table,
 }
