@@ -7,10 +7,9 @@ from typing import Any
 
 from pglast.enums.parsenodes import AlterTableType, ConstrType
 
-from kubemigrate.review.model import Effect
+from kubemigrate.review.model import ACCESS_EXCLUSIVE, Effect
 from kubemigrate.review.schema import Schema, TypeName, widens
 
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 NO_REWRITE_FOR_NON_VOLATILE_DEFAULT = 11  # PostgreSQL 11's release notes
 NOT_NULL_PROVEN_BY_CHECK = 12  # PostgreSQL 12's release notes
 ATTACH_WITHOUT_BLOCKING = 12  # ATTACH PARTITION takes SHARE UPDATE EXCLUSIVE on the parent

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 
 from kubemigrate.postgres.statements import split
-from kubemigrate.review.model import BLOCKING, Classified, Effect, Finding
+from kubemigrate.review.model import ACCESS_EXCLUSIVE, BLOCKING, Classified, Effect, Finding
 from kubemigrate.review.rules import classify
 from kubemigrate.review.schema import Schema
 
 # Locks whose statement is worth a warning even when brief: they stop reads or writes.
-WARNED = ("ACCESS EXCLUSIVE", "SHARE")
+WARNED = (ACCESS_EXCLUSIVE, "SHARE")
 
 
 def own_statements(sql: str) -> list[str]:

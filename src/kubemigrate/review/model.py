@@ -105,6 +105,7 @@ MODES = (
     "EXCLUSIVE",
     "ACCESS EXCLUSIVE",
 )
+ACCESS_EXCLUSIVE = MODES[-1]  # the lock ALTER TABLE takes unless its documentation says less
 
 
 @dataclass

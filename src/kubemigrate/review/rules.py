@@ -19,11 +19,10 @@ from typing import Any
 from pglast.enums.parsenodes import ConstrType
 
 from kubemigrate.review.alter import subcommand
-from kubemigrate.review.model import Classified, Effect
+from kubemigrate.review.model import ACCESS_EXCLUSIVE, Classified, Effect
 from kubemigrate.review.schema import Schema, TypeName
 
 OLDEST_SUPPORTED = 13
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 
 
 @dataclass(frozen=True)
