@@ -16,6 +16,7 @@ from bench import (
     current,
     export_upgrade,
     job,
+    ledger,
     noop_upgrade,
     plan,
     scaling,
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     results += export_upgrade.measure(reps)
     results += current.measure(reps)
     results += scaling.measure(reps, counts=(2,) if args.quick else (1, 10, 100, 500))
+    results += ledger.measure(reps, count=10 if args.quick else 100)
     results += tunnel.measure(reps)
     results += chain.measure(reps)
     results += job.measure(reps)

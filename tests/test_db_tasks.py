@@ -52,7 +52,7 @@ def test_upgrade_current_downgrade(project: Project, pg_server: Server, database
 
     down = project.inv("db.downgrade", "-1")
     assert down.code == 0, down.output
-    assert tables(pg_server, database) == {"alembic_version"}
+    assert tables(pg_server, database) == {"alembic_version", "kubemigrate_history"}
     assert project.inv("db.current").stdout.strip() == ""
 
     again = project.inv("migrate")  # the short top-level name

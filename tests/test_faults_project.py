@@ -35,6 +35,7 @@ ARGUMENTS = {
     "db.stamp": ["head"],
     "db.revision": ["a change"],
     "db.restore": ["no-such.dump", "--yes"],
+    "db.repair": ["f2030d31309f", "--reason", "a broken file beside it"],
 }
 # Tasks that need a Kubernetes cluster before anything else (tests/test_k8s_*.py run them).
 NEEDS_A_CLUSTER = {"db.job", "db.jobs"}

@@ -304,6 +304,13 @@ def test_every_task_at_the_floors(
     inv("db.upgrade")
     assert f"{merge.name[:12]} (head)" in inv("db.current")
     inv("db.verify")
+    # the ledger: its rows, then an applied revision edited since, named and accepted
+    rows = json.loads(inv("db.history", "--applied", "--format", "json"))["rows"]
+    assert rows[0]["revision"] == merge.name[:12] and rows[0]["result"] == "ok"
+    merge.write_text(merge.read_text() + "# edited after it was applied\n")
+    assert "1 applied revision(s) do not match the ledger" in inv.error("db.validate")
+    inv("db.repair", merge.name[:12], "--reason", "a comment")
+    inv("db.validate")
     dump = inv("db.backup").strip().splitlines()[-1]
     assert Path(dump).name in inv("db.backups")
     inv("db.restore", dump, "--yes")

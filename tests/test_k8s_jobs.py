@@ -4,6 +4,7 @@ creates a Job from the release's image (the test server runs its container as a 
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import NS, PASSWORD, Project, Server, interrupt_at
 from tests.kubeapi.api import KubeAPIServer
+from tests.test_ledger import ledger
 from tests.watching import ProcessWatcher
 
 pytestmark = pytest.mark.e2e
@@ -265,6 +267,23 @@ def test_the_release_migrates_in_the_cluster_when_the_environment_says_so(
     assert result.code == 0, result.output
     assert "Migration Job kubemigrate-staging-" in result.stderr
     assert version(pg_server, database) == incluster.head()
+
+
+def test_the_job_writes_the_ledger_with_the_launchers_facts(
+    incluster: Project, pg_server: Server, database: str
+) -> None:
+    slow_revision(incluster, seconds=0.2)
+    result = incluster.inv("db.upgrade", "--env", NS)
+    assert result.code == 0, result.output
+    rows = ledger(pg_server, database)
+    assert (rows[-1]["action"], rows[-1]["heads_after"]) == ("upgrade", incluster.head())
+    assert rows[0]["heads_before"] == ""
+    for row in rows:
+        # The pod's own settings say "local": these are the task's, passed to the Job.
+        assert row["environment"] == NS
+        assert str(row["applied_by"]).startswith(getpass.getuser())
+    assert len({row["run_id"] for row in rows}) == 1
+    assert incluster.inv("db.validate", "--env", NS).code == 0
 
 
 def test_an_image_without_kubemigrate_is_named(incluster: Project) -> None:

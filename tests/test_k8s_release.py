@@ -20,6 +20,7 @@ from tests.conftest import (
     interrupt_while_locked,
 )
 from tests.kubeapi.api import KubeAPIServer
+from tests.test_ledger import ledger
 
 pytestmark = pytest.mark.e2e
 
@@ -146,17 +147,24 @@ def test_a_failed_verify_stops_the_release(
     assert "failed after: backup, upgrade." in result.stderr
     (dump,) = (k8s.root / "backups" / NS).glob("*.dump")
     assert f"inv db.restore {dump} --env {NS} --yes" in result.stderr
+    # The ledger says where the database was before the release.
+    assert f"inv db.downgrade base --env {NS} --yes" in result.stderr
     assert cluster.get_object(NS, "deployments", "web") is None
     assert result.stderr.count("Tunnel to") == 1
 
 
-def test_chained_release_succeeds_over_one_tunnel(k8s: Project, cluster: KubeAPIServer) -> None:
+def test_chained_release_succeeds_over_one_tunnel(
+    k8s: Project, cluster: KubeAPIServer, pg_server: Server, database: str
+) -> None:
     result = k8s.inv(
         "backup", "--env", NS, "migrate", "--env", NS, "verify", "--env", NS, "deploy", "--env", NS
     )
     assert result.code == 0, result.output
     assert result.stderr.count("Tunnel to") == 1
     assert cluster.get_object(NS, "deployments", "web") is not None
+    rows = ledger(pg_server, database)
+    assert [(r["action"], r["environment"]) for r in rows] == [("upgrade", NS)]
+    assert (rows[0]["heads_before"], rows[0]["heads_after"]) == ("", k8s.head())
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(
@@ -168,6 +176,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(
     assert "1. backup: pg_dump in pod postgres-0" in plan
     assert "exec -i postgres-0" in plan
     assert "2. upgrade: base -> " in plan and "CREATE TABLE" in plan
+    assert (
+        f"rollback: the head before the release is base: inv db.downgrade base --env {NS}" in plan
+    )
     assert "kubectl --context test --namespace staging apply -k" in plan
     assert "rollout status deployment/web --timeout=300s" in plan
     assert PASSWORD not in result.output

@@ -96,9 +96,15 @@ def release(settings: Settings) -> Release:
 
 
 def manifest(
-    settings: Settings, arguments: list[str], *, revision: str, run_id: str | None = None
+    settings: Settings,
+    arguments: list[str],
+    *,
+    revision: str,
+    run_id: str | None = None,
+    values: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The Job running `python -m kubemigrate ARGUMENTS` for the settings' environment."""
+    """The Job running `python -m kubemigrate ARGUMENTS` for the settings' environment, with
+    `values` as more (plain) variables of its container."""
     found = release(settings)
     run_id = run_id or uuid.uuid4().hex[:8]
     labels = {
@@ -115,7 +121,8 @@ def manifest(
         "name": CONTAINER,
         "image": found.image,
         "command": [*settings.job_command, *arguments],
-        "env": environment(settings, found.container),
+        "env": environment(settings, found.container)
+        + [{"name": name, "value": text} for name, text in (values or {}).items()],
     }
     for key in ("envFrom", "workingDir", "resources", "imagePullPolicy", "volumeMounts"):
         if found.container.get(key):
@@ -190,6 +197,8 @@ JOB_SETTINGS = (
     "KUBEMIGRATE_LOCK_WAIT",
     "KUBEMIGRATE_LOCK_TIMEOUT",
     "KUBEMIGRATE_STATEMENT_TIMEOUT",
+    "KUBEMIGRATE_LEDGER",
+    "KUBEMIGRATE_LEDGER_SCHEMA",
 )
 
 

@@ -209,12 +209,19 @@ def create(kubectl: Kubectl, job: dict[str, Any]) -> None:
         )
 
 
-def run(settings: Settings, arguments: list[str], *, revision: str) -> None:
-    """Run `python -m kubemigrate ARGUMENTS` as a Job and follow it to its end."""
+def run(
+    settings: Settings,
+    arguments: list[str],
+    *,
+    revision: str,
+    values: dict[str, str] | None = None,
+) -> None:
+    """Run `python -m kubemigrate ARGUMENTS` as a Job and follow it to its end; `values`: more
+    variables for its container (none of them secret)."""
     from kubemigrate.kubernetes.kubectl import Kubectl
 
     kubectl = Kubectl.from_settings(settings)
-    job = manifest(settings, arguments, revision=revision)
+    job = manifest(settings, arguments, revision=revision, values=values)
     name, run_id = job["metadata"]["name"], job["metadata"]["labels"][RUN]
     follower = Follower(kubectl, name, run_id)  # its watch starts while the Job is made
     try:

@@ -5,7 +5,9 @@ line (`failures`), Alembic's log lines (`logs`), what the database records (`rec
 revision graph read from the files (`revisions`), a branch's revisions (`branches`), the rules
 of autogenerate (`autogenerate`), `db.init`'s files (`scaffold`, `templates/`) and the child
 Alembic process for an env.py of its own, the parent's side (`isolated`) and the child's
-(`isolated_main`).
+(`isolated_main`); and the ledger of applied steps: its table (`ledger`), its rows written in
+each step's transaction (`ledger_hook`), who and where (`provenance`), its comparison with the
+files (`ledger_check`) and its views (`ledger_views`).
 
 Imports: `target` and the layers below.
 """

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
     from kubemigrate.migrations.layout import Layout
+    from kubemigrate.migrations.ledger_hook import Recorder
     from kubemigrate.migrations.revisions import Graph
 
 
@@ -43,7 +44,7 @@ def _online(
 ) -> Iterator[Config]:
     """A Config carrying a live connection to the configured database.
 
-    With `changes` (upgrade, downgrade, stamp) the migration lock is held throughout and the
+    With `changes` (upgrade, downgrade, stamp) the migration lock is held throughout, and the
     session gets the configured lock and statement timeouts.
     """
     from kubemigrate.postgres.locking import migration_lock, migration_session, set_session
@@ -51,13 +52,24 @@ def _online(
     config = alembic_config(settings, stdout=stdout)
     db = database(settings)
     with ExitStack() as stack:
-        version = stack.enter_context(migration_lock(db, settings.lock_wait)) if changes else 0
+        lock = stack.enter_context(migration_lock(db, settings.lock_wait)) if changes else None
         connection = stack.enter_context(connect(db))
-        if changes:
-            set_session(connection, migration_session(settings, version))
+        if lock is not None:
+            set_session(connection, migration_session(settings, lock.server_version))
         stack.enter_context(alembic_errors(db))
         config.attributes["connection"] = connection
         yield config
+
+
+def recorder(settings: Settings) -> Recorder | None:
+    """The ledger's writer for a command that changes the database; None when it is off."""
+    from kubemigrate.migrations import ledger, provenance
+    from kubemigrate.migrations.ledger_hook import Recorder
+
+    table = ledger.Table.of(settings)
+    if table is None:
+        return None
+    return Recorder(table, settings.environment, provenance.RUN_ID, settings.project_dir)
 
 
 # Commands that reach the database (unless they only print SQL); the others read the files.
@@ -87,14 +99,20 @@ def _run(settings: Settings, name: str, arguments: dict[str, Any], *, changes: b
         if not online:
             with alembic_errors(), project_errors(settings, known_passwords):
                 return alembic_command(offline_config(settings), name, arguments)
+        from kubemigrate.migrations.ledger_hook import hooked
+
         with _online(settings, changes=changes) as config:
             if needs_head:
                 require_head(graph(settings), config.attributes["connection"])
-            with project_errors(settings, known_passwords):
+            with project_errors(settings, known_passwords), hooked(_writer(settings, changes)):
                 return alembic_command(config, name, arguments)
     return _run_in_child(
         settings, found, name, arguments, changes=changes, online=online, needs_head=needs_head
     )
+
+
+def _writer(settings: Settings, changes: bool) -> Recorder | None:
+    return recorder(settings) if changes else None
 
 
 def _run_in_child(
@@ -115,8 +133,8 @@ def _run_in_child(
         if db is None:
             child.go()
         elif changes:
-            with migration_lock(db, settings.lock_wait) as version:
-                child.go(server_version=version)
+            with migration_lock(db, settings.lock_wait) as lock:
+                child.go(server_version=lock.server_version, ledger=recorder(settings))
                 return child.finish().get("result")
         else:
             if needs_head:

@@ -65,7 +65,7 @@ def alembic_command(config: Config, name: str, arguments: dict[str, Any]) -> Any
         case "show":
             command.show(config, arguments["revision"])
         case "graph":
-            return _graph_rows(scripts(config))
+            return graph_rows(scripts(config))
         case "render":
             scripts(config).get_heads()  # a broken revision file is said as such, not "offline"
             with _alembic_logs(arguments.get("log", True)):
@@ -107,7 +107,8 @@ def _describe_current(config: Config, recorded: list[str], verbose: bool, shown:
             config.print_stdout(script.cmd_format(verbose))
 
 
-def _graph_rows(directory: ScriptDirectory) -> list[dict[str, Any]]:
+def graph_rows(directory: ScriptDirectory) -> list[dict[str, Any]]:
+    """The rows of `Graph.from_rows`, from Alembic's script directory."""
     from alembic.util import to_tuple
 
     return [

@@ -30,6 +30,7 @@ from kubemigrate.postgres.urls import URL
 
 if TYPE_CHECKING:
     from kubemigrate.migrations.layout import Layout
+    from kubemigrate.migrations.ledger_hook import Recorder
     from kubemigrate.postgres.connections import Database
     from kubemigrate.settings.declared import Settings
 
@@ -95,13 +96,15 @@ class Child:
             stdin=self.word,
         )
 
-    def go(self, server_version: int = 0) -> None:
+    def go(self, server_version: int = 0, ledger: Recorder | None = None) -> None:
         """Run the command; with `server_version` (the parent holds the lock) env.py's
-        connection gets the migration session's settings."""
+        connection gets the migration session's settings; with `ledger`, the child writes
+        the ledger's rows as it does."""
         from kubemigrate.postgres.locking import migration_session
 
         session = migration_session(self.settings, server_version) if server_version else {}
-        self.word.put(json.dumps({"session": session}).encode() + b"\n")
+        word = {"session": session, "ledger": ledger_word(ledger)}
+        self.word.put(json.dumps(word).encode() + b"\n")
         self.word.put(None)
 
     def finish(self) -> dict[str, Any]:
@@ -152,6 +155,17 @@ def started(
         yield child
     finally:
         child.close()
+
+
+def ledger_word(ledger: Recorder | None) -> dict[str, Any] | None:
+    """What the child needs to write the ledger's rows as `ledger` would (None: none)."""
+    if ledger is None:
+        return None
+    return {
+        "schema": ledger.table.schema,
+        "environment": ledger.environment,
+        "run_id": ledger.run_id,
+    }
 
 
 def _where(url: Any) -> dict[str, str]:

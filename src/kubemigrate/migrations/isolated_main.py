@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 from kubemigrate import errors
 from kubemigrate.errors import DatabaseError, KubemigrateError, MigrationError
-from kubemigrate.migrations.isolated import EXPORTED, PROJECT, REPORT, SECRETS, TARGET, TRACEBACK
+from kubemigrate.migrations.isolated import (
+    EXPORTED,
+    PROJECT,
+    REPORT,
+    SECRETS,
+    TARGET,
+    TRACEBACK,
+)
+from kubemigrate.migrations.ledger_hook import Recorder, hooked
 
 if TYPE_CHECKING:
     from kubemigrate.migrations.layout import Layout
@@ -190,11 +198,14 @@ def main() -> int:
     word = sys.stdin.readline()
     if not word:
         return 0  # the parent gave up before the word (it could not take the lock)
-    guard.session = json.loads(word).get("session") or {}
+    told = json.loads(word)
+    guard.session = told.get("session") or {}
+    ledger = child_recorder(told.get("ledger"), project)
     outcome: dict[str, Any] = {}
     code = 0
     try:
-        outcome["result"] = _command(layout, command, arguments, guard)
+        with hooked(ledger):
+            outcome["result"] = _command(layout, command, arguments, guard)
     except KeyboardInterrupt as exc:
         return int(getattr(exc, "exit_code", 130))
     except KubemigrateError as exc:
@@ -211,6 +222,15 @@ def main() -> int:
         code = 1
     report.write_text(json.dumps(outcome), encoding="utf-8")
     return code
+
+
+def child_recorder(word: dict[str, Any] | None, directory: Path) -> Recorder | None:
+    """The child's writer of the ledger's rows, from the parent's `isolated.ledger_word`."""
+    if not word:
+        return None
+    from kubemigrate.migrations.ledger import Table
+
+    return Recorder(Table(word["schema"]), word["environment"], word["run_id"], directory)
 
 
 def _command(layout: Layout, command: str, arguments: dict[str, Any], guard: Guard) -> Any:

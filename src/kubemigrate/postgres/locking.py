@@ -47,9 +47,10 @@ LIMIT 1
 
 
 @contextmanager
-def migration_lock(db: Database, wait: float) -> Iterator[int]:
-    """Hold the migration lock of `db` for the duration of the block; gives the server's
-    version number (`server_version_num`, e.g. 180001).
+def migration_lock(db: Database, wait: float) -> Iterator[psycopg2.extensions.connection]:
+    """Hold the migration lock of `db` for the duration of the block; gives the lock's
+    connection (its `server_version` is the server's version number, e.g. 180001), where the
+    holder may read and write under the lock (the ledger does).
 
     The lock's connection is a bare psycopg2 one in autocommit mode (`connect_plainly`): three
     statements need no SQLAlchemy, and it is the first connection a migration opens.
@@ -68,7 +69,7 @@ def migration_lock(db: Database, wait: float) -> Iterator[int]:
                 f"{why}, while taking the migration lock; nothing was changed"
             ) from None
         try:
-            yield int(connection.server_version)
+            yield connection
         finally:
             _release(connection)
 

@@ -4,7 +4,8 @@
 2. single head: the migrations have one head;
 3. at head: the database's revision is that head;
 4. models match: autogenerate finds nothing between the models and the live schema;
-5. pod ready (k8s target): a Ready database pod.
+5. ledger: each applied revision's file is as the ledger recorded it (`inv db.validate`);
+6. pod ready (k8s target): a Ready database pod.
 
 Every check runs even when an earlier one failed; a check that cannot be judged because of an
 earlier failure says skip.
@@ -14,9 +15,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from kubemigrate.errors import KubemigrateError
 from kubemigrate.settings.declared import Settings
+
+if TYPE_CHECKING:
+    from kubemigrate.migrations.revisions import Graph
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
 
@@ -56,8 +61,8 @@ def verify(settings: Settings) -> list[Check]:
     )
 
     if heads_in_db is None:
-        checks.append(Check("at head", SKIP, "database not reachable"))
-        checks.append(Check("models match", SKIP, "database not reachable"))
+        for name in ("at head", "models match", "ledger"):
+            checks.append(Check(name, SKIP, "database not reachable"))
         return checks
     at_head = set(heads_in_db) == set(script_heads)
     shown = ", ".join(heads_in_db) or "base (empty)"
@@ -72,6 +77,7 @@ def verify(settings: Settings) -> list[Check]:
         checks.append(Check("models match", SKIP, "database not at head"))
     else:
         checks.append(_models_match(settings))
+    checks.append(_ledger(settings, revisions))
     return checks
 
 
@@ -111,6 +117,21 @@ def _models_match(settings: Settings) -> Check:
     except KubemigrateError as exc:
         return Check("models match", FAIL, exc.message)
     return Check("models match", OK, "no pending model changes")
+
+
+def _ledger(settings: Settings, revisions: Graph) -> Check:
+    from kubemigrate.migrations.ledger_check import validate
+
+    try:
+        result = validate(settings, revisions)
+    except KubemigrateError as exc:
+        return Check("ledger", FAIL, exc.message)
+    if result.state != "on":
+        return Check("ledger", SKIP, result.summary())
+    if result.ok:
+        return Check("ledger", OK, f"{result.checked} applied revision(s) as applied")
+    kinds = ", ".join(f"{p.kind} {p.revision}" for p in result.problems)
+    return Check("ledger", FAIL, f"{kinds}; `inv db.validate` says what to do")
 
 
 def _pod_ready(settings: Settings) -> Check:

@@ -22,12 +22,17 @@ from kubemigrate.settings.declared import Settings
 
 
 def require_safe_migrations(settings: Settings) -> None:
-    """On a protected environment, stop before pending migrations that squawk flags (once per
-    environment and invocation). The plan printed is the one whose findings decide."""
+    """On a protected environment, stop when an applied revision's file no longer matches the
+    ledger, or before pending migrations that squawk flags (once per environment and
+    invocation). The plan printed is the one whose findings decide."""
+    from kubemigrate.migrations.ledger_check import require_valid
     from kubemigrate.review import build, render, squawk
 
     if not settings.protected or settings.environment in journal.linted:
         return
+    from kubemigrate.migrations.commands import graph
+
+    require_valid(settings, graph(settings), sys.stderr)
     result = build.plan(settings)
     print(render.as_text(result), file=sys.stderr)
     unsafe = squawk.squawk_findings(result)
@@ -62,7 +67,25 @@ def migrate(
     if not force:
         require_safe_migrations(settings)
     change(settings, "upgrade", revision, requested=requested)
-    journal.record("upgrade")
+    journal.record("upgrade", before=head_before(settings), environment=settings.environment)
+
+
+def head_before(settings: Settings) -> str | None:
+    """The database's heads before this invocation's first migration step, from the ledger
+    (comma-separated; empty: base); None when it applied nothing, or the ledger cannot say."""
+    from kubemigrate.errors import KubemigrateError
+    from kubemigrate.migrations import ledger, provenance
+    from kubemigrate.postgres.connections import connect_plainly
+    from kubemigrate.target.database import database
+
+    table = ledger.Table.of(settings)
+    if table is None:
+        return None
+    try:
+        with connect_plainly(database(settings)) as connection:
+            return ledger.heads_before_run(connection, table, provenance.RUN_ID)
+    except KubemigrateError:
+        return None
 
 
 def change(
@@ -97,8 +120,16 @@ def in_cluster(settings: Settings, requested: bool) -> bool:
 def run_in_cluster(settings: Settings, command: str, revision: str) -> None:
     """`python -m kubemigrate COMMAND REVISION` as a Job from the release's image."""
     from kubemigrate.kubernetes import jobs
+    from kubemigrate.migrations import provenance
 
-    jobs.run(settings, [command, "--", revision], revision=_resolved(settings, revision))
+    # The ledger's rows name who asked, from which commit and in which run, not the pod's user.
+    facts = provenance.collect(settings.environment, settings.project_dir)
+    jobs.run(
+        settings,
+        [command, "--", revision],
+        revision=_resolved(settings, revision),
+        values={provenance.FACTS_VARIABLE: facts.as_json()},
+    )
 
 
 def _resolved(settings: Settings, revision: str) -> str:
@@ -168,8 +199,16 @@ def dry_run(settings: Settings) -> str:
         f"   $ {shlex.join(dump_argv)}",
         f"2. upgrade: {known.revision} -> {head}",
     ]
+    if known.revision != head and "," not in known.revision:
+        env = f" --env {settings.environment}"
+        lines.append(
+            f"   rollback: the head before the release is {known.revision}: "
+            f"inv db.downgrade {known.revision}{env} --yes, or restore the backup"
+        )
     if settings.protected:
-        lines.append("   first: db.lint on the pending migrations (protected environment)")
+        lines.append(
+            "   first: db.validate and db.lint on the pending migrations (protected environment)"
+        )
     sql = io.StringIO()
     if known.revision == head:
         lines.append("   no pending migrations")

@@ -272,7 +272,20 @@ class Settings:
         "false",
         kinds.flag,
         "true for environments like production: downgrade, stamp, restore and merge ask for "
-        "confirmation (--yes in pipelines), and upgrade runs `db.lint` first.",
+        "confirmation (--yes in pipelines), and upgrade runs `db.validate` and `db.lint` first.",
+    )
+    ledger: bool = setting(
+        "KUBEMIGRATE_LEDGER",
+        "true",
+        kinds.flag,
+        "false: keep no ledger (kubemigrate_history) of the migrations applied, for a database "
+        "where this user cannot create tables.",
+    )
+    ledger_schema: str | None = setting(
+        "KUBEMIGRATE_LEDGER_SCHEMA",
+        "",
+        kinds.optional,
+        "Schema of the ledger table; empty: the first on the search path, as alembic_version.",
     )
     lint_exclude: tuple[str, ...] = setting(
         "KUBEMIGRATE_LINT_EXCLUDE",
@@ -338,7 +351,7 @@ class Settings:
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{f.name}={'***' if _is_secret(f) else getattr(self, f.name)!r}"
+            f"{f.name}={'***' if f.metadata.get('secret') else getattr(self, f.name)!r}"
             for f in fields(self)
             if f.name not in ("sources", "texts")
         )
@@ -354,32 +367,21 @@ class Settings:
 
     def text(self, attr: str) -> str:
         """The text the value of `attr` was read from, as a `.env` file would hold it."""
-        declared = next(setting for setting in SETTINGS if setting.attr == attr)
-        return self.texts.get(attr, declared.default)
-
-
-def _is_secret(declared: Field[Any]) -> bool:
-    """Whether a field of Settings holds a secret, never to be shown."""
-    return bool(declared.metadata.get("secret"))
+        return self.texts.get(attr, BY_ATTR[attr].default)
 
 
 def _setting(declared: Field[Any]) -> Setting:
-    """The setting a field of Settings declares."""
+    """The setting a field of Settings declares; its help ends with its kind's range, if any."""
     meta = declared.metadata
+    bounds = getattr(meta["kind"], "bounds", None)
     return Setting(
         name=meta["name"],
         attr=declared.name,
         default=meta["default"],
         kind=meta["kind"],
-        help=_with_range(meta["help"], meta["kind"]),
+        help=f"{meta['help']} Range: {bounds}." if bounds else meta["help"],
         secret=meta["secret"],
     )
-
-
-def _with_range(help: str, kind: Callable[[str], Any]) -> str:
-    """The help of a setting, followed by the range of its kind when it has one."""
-    bounds = getattr(kind, "bounds", None)
-    return f"{help} Range: {bounds}." if bounds else help
 
 
 SETTINGS: tuple[Setting, ...] = tuple(_setting(f) for f in fields(Settings) if "name" in f.metadata)

@@ -89,8 +89,12 @@ def _in_utf8(values: Mapping[str, str], origin: str) -> None:
             ) from None
 
 
+# What the task starting a migration Job passes to it (the ledger's facts): no setting.
+PASSED = ("KUBEMIGRATE_LEDGER_FACTS",)
+
+
 def _ours(name: str) -> bool:
-    return name.startswith(PREFIX) or name == "DATABASE_URL"
+    return (name.startswith(PREFIX) and name not in PASSED) or name == "DATABASE_URL"
 
 
 def _layer(values: Mapping[str, str], origin: str) -> dict[str, tuple[str, str]]:

@@ -7,7 +7,7 @@
 
 from invoke import Collection, Task
 
-from kubemigrate.tasks import db, db_backups, db_jobs, dev, ship
+from kubemigrate.tasks import db, db_backups, db_jobs, db_ledger, dev, ship
 
 
 def short_name(original: Task, name: str) -> Task:
@@ -31,6 +31,7 @@ database = Collection(
     db_backups.restore,
     db_backups.list_backups,
     db_backups.verify,
+    *db_ledger.TASKS,
     db_jobs.list_jobs,
     db_jobs.job,
     db_jobs.job_manifest,

@@ -87,22 +87,53 @@ def downgrade(
     steps.change(settings, "downgrade", revision, requested=in_cluster, sql=sql)
 
 
-@task(help={"verbose": "Show each revision in full.", "env": ENV_HELP})
+@task(
+    help={
+        "verbose": "Show the revision in full, and when and by whom it was applied (the ledger).",
+        "env": ENV_HELP,
+    }
+)
 @reports_errors
 def current(c: Context, verbose: bool = False, env: str | None = None) -> None:
     """Show the database's current revision."""
-    from kubemigrate.migrations import commands
+    from kubemigrate.migrations import commands, ledger_views
 
-    commands.current(load(env), verbose=verbose)
+    settings = load(env)
+    commands.current(settings, verbose=verbose)
+    if verbose:
+        for line in ledger_views.current_lines(settings):
+            print(line)
 
 
-@task(help={"verbose": "Show each revision in full.", "env": ENV_HELP})
+@task(
+    help={
+        "verbose": "Show each revision in full.",
+        "applied": "Show the ledger instead: what was applied, when, by whom, how long.",
+        "format": "With --applied: text (default) or json.",
+        "env": ENV_HELP,
+    }
+)
 @reports_errors
-def history(c: Context, verbose: bool = False, env: str | None = None) -> None:
-    """List the migrations, newest first."""
-    from kubemigrate.migrations import commands
+def history(
+    c: Context,
+    verbose: bool = False,
+    applied: bool = False,
+    format: str = "text",
+    env: str | None = None,
+) -> None:
+    """List the migrations, newest first (--applied: the ledger of what ran)."""
+    from kubemigrate.migrations import commands, ledger_views
 
-    commands.history(load(env), verbose=verbose)
+    settings = load(env)
+    if not applied:
+        if format != "text":
+            raise MigrationError("--format json lists the ledger: add --applied")
+        commands.history(settings, verbose=verbose)
+        return
+    shows = {"text": ledger_views.as_table, "json": ledger_views.as_json}
+    if format not in shows:
+        raise MigrationError(f"unknown --format {format!r}; use text or json")
+    print(shows[format](ledger_views.rows(settings), commands.graph(settings)))
 
 
 @task(help={"verbose": "Show each head in full.", "env": ENV_HELP})

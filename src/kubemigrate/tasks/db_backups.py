@@ -94,7 +94,7 @@ def list_backups(c: Context, output: str | None = None, env: str | None = None) 
 @task(help={"json": "Print the checks as JSON (for pipelines).", "env": ENV_HELP})
 @reports_errors
 def verify(c: Context, json: bool = False, env: str | None = None) -> None:
-    """Check the database is reachable, at the single head, and matches the models."""
+    """Check the database is reachable, at the single head, as the models and the ledger say."""
     from kubemigrate.release import steps
 
     steps.verify(load(env), as_json=json)

@@ -3,7 +3,8 @@
 The URL never comes from alembic.ini. `inv db.*` hands a live connection in
 `config.attributes["connection"]`; the bare `alembic` command reads `DATABASE_URL` from the
 environment. Either way the password never passes through the ini parser, where `%` is special.
-The tables are those of the module or package that alembic.ini names as `models`.
+The tables are those of the module or package that alembic.ini names as `models`;
+kubemigrate's ledger table (`kubemigrate_history`) is not one of them.
 """
 
 import os
@@ -13,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context
 
-from kubemigrate.models import discover
+from kubemigrate.models import discover, include_name
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):
@@ -34,6 +35,7 @@ OPTIONS: dict[str, Any] = {
     "target_metadata": target_metadata,
     "compare_type": True,
     "transaction_per_migration": True,
+    "include_name": include_name,  # autogenerate leaves kubemigrate's ledger table alone
 }
 
 
