@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import (
+    await_schema,
     backup_throughput,
     chain,
     current,
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     results += current.measure(reps)
     results += scaling.measure(reps, counts=(2,) if args.quick else (1, 10, 100, 500))
     results += ledger.measure(reps, count=10 if args.quick else 100)
+    results += await_schema.measure(reps)
     results += tunnel.measure(reps)
     results += chain.measure(reps)
     results += job.measure(reps)

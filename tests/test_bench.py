@@ -21,4 +21,4 @@ def test_benchmarks_run() -> None:
         for line in result.stdout.splitlines()
         if line.startswith("| ") and not line.startswith(("| measure", "| ---"))
     ]
-    assert len(rows) == 20, result.stdout
+    assert len(rows) == 21, result.stdout

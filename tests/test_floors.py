@@ -315,6 +315,8 @@ def test_every_task_at_the_floors(
     assert Path(dump).name in inv("db.backups")
     inv("db.restore", dump, "--yes")
     inv("backup", "migrate", "verify")  # the release's chain, without the deploy
+    inv("contract")  # its second phase: nothing is post-deploy here
+    inv("db.await", "--timeout", "5")
     # the Job's manifest renders the project's k8s/ manifests (kubectl kustomize): it has none
     assert "no manifests directory" in inv.error("db.job-manifest")
     inv("dev.db")

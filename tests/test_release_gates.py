@@ -12,7 +12,9 @@ pytestmark = pytest.mark.e2e
 
 CHAINED = ["db.backup", "db.upgrade", "db.verify", "deploy"]
 SHORT = ["backup", "migrate", "verify", "deploy"]
-REFUSAL = "error: prod is protected and 3 pending operation(s) are unsafe"
+# squawk's three findings, and the pre-deploy revision that breaks the running code (phases
+# are on where an environment is protected).
+REFUSAL = "error: prod is protected and 4 pending operation(s) are unsafe"
 
 
 def with_env(tasks: list[str]) -> list[str]:

@@ -48,7 +48,10 @@ def test_protected_upgrade_stops_on_lint_unless_forced(
     refused = project.inv("db.upgrade", KUBEMIGRATE_PROTECTED="true")
     assert refused.code == 1
     assert "lint: 0badc0ffee00: adding-required-field" in refused.stderr
-    assert "is protected and 3 pending operation(s) are unsafe" in refused.stderr
+    # squawk's three, and the NOT NULL column without a default as a pre-deploy revision that
+    # breaks the running code (a protected environment has phases unless it says otherwise)
+    assert "lint: 0badc0ffee00: pre-deploy-breaks-running-code" in refused.stderr
+    assert "is protected and 4 pending operation(s) are unsafe" in refused.stderr
     assert version(pg_server, database) == parent
     forced = project.inv("db.upgrade", "--force", KUBEMIGRATE_PROTECTED="true")
     assert forced.code == 0, forced.output

@@ -117,9 +117,16 @@ def graph_rows(directory: ScriptDirectory) -> list[dict[str, Any]]:
             "parents": list(to_tuple(script.down_revision, default=())),
             "doc": script.doc,
             "path": script.path,
+            "phase": _phase(script),
         }
         for script in directory.walk_revisions()
     ]
+
+
+def _phase(script: Script) -> str | None:
+    """The phase a revision module declares (`phase = "post"`), if it declares one as text."""
+    declared = getattr(script.module, "phase", None)
+    return declared if isinstance(declared, str) else None
 
 
 @contextmanager

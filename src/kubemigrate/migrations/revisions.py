@@ -38,6 +38,11 @@ class Graph:
     parents: dict[str, tuple[str, ...]]
     docs: dict[str, str] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    phases: dict[str, str] = field(default_factory=dict)  # "post" where a file says so
+
+    def phase(self, revision: str) -> str:
+        """When the revision runs in a release: "pre" (before the rollout) or "post"."""
+        return self.phases.get(revision, "pre")
 
     @classmethod
     def from_rows(cls, rows: Iterable[dict[str, Any]]) -> Graph:
@@ -48,6 +53,7 @@ class Graph:
             {row["revision"]: tuple(row["parents"]) for row in rows},
             {row["revision"]: str(row["doc"]) for row in rows},
             {row["revision"]: Path(row["path"]) for row in rows},
+            {row["revision"]: str(row.get("phase") or "pre") for row in rows},
         )
 
     def as_rows(self) -> list[dict[str, Any]]:
@@ -57,6 +63,7 @@ class Graph:
                 "parents": list(parents),
                 "doc": self.docs.get(revision, ""),
                 "path": str(self.paths.get(revision, "")),
+                "phase": self.phase(revision),
             }
             for revision, parents in self.parents.items()
         ]
@@ -142,17 +149,18 @@ def read(ini: Path) -> Graph | None:
     parents: dict[str, tuple[str, ...]] = {}
     docs: dict[str, str] = {}
     paths: dict[str, Path] = {}
+    phases: dict[str, str] = {}
     for path in sorted(versions.iterdir()):
         if not path.is_file() or not REVISION_FILE.match(path.name):
             continue
         found = _identifiers(path)
         if found is None or found[0] in parents:
             return None
-        revision, down, docs[revision] = found
+        revision, down, docs[revision], phases[revision] = found
         parents[revision], paths[revision] = down, path
     if any(parent not in parents for down in parents.values() for parent in down):
         return None
-    return Graph(parents, docs, paths)
+    return Graph(parents, docs, paths, phases)
 
 
 def diagnose(ini: Path, shown: Callable[[Path], str] = str) -> str | None:
@@ -215,13 +223,25 @@ def _versions_directory(ini: Path) -> Path | None:
     return found.versions
 
 
-def _identifiers(path: Path) -> tuple[str, tuple[str, ...], str] | None:
+def _identifiers(path: Path) -> tuple[str, tuple[str, ...], str, str] | None:
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
         return None
     found = _stated(tree)
-    return None if found is None else (*found, doc(ast.get_docstring(tree, clean=False)))
+    if found is None:
+        return None
+    return (*found, doc(ast.get_docstring(tree, clean=False)), phase(tree))
+
+
+def phase(tree: ast.Module) -> str:
+    """The phase a revision file declares (`phase = "post"` at module level; Alembic ignores
+    it): its value as written, "pre" when it declares none or not as a literal string."""
+    for node in tree.body:
+        target, value = _assignment(node)
+        if target == "phase" and isinstance(value, ast.Constant) and isinstance(value.value, str):
+            return value.value
+    return "pre"
 
 
 def doc(docstring: str | None) -> str:

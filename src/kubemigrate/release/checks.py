@@ -66,14 +66,20 @@ def verify(settings: Settings) -> list[Check]:
         return checks
     at_head = set(heads_in_db) == set(script_heads)
     shown = ", ".join(heads_in_db) or "base (empty)"
-    checks.append(
-        Check(
-            "at head",
-            OK if at_head else FAIL,
-            shown if at_head else f"database at {shown}; {to_head(revisions)}",
+    between = not at_head and _between_phases(settings, revisions, heads_in_db)
+    if between:
+        checks.append(Check("at head", OK, f"{shown}: {between}"))
+    else:
+        checks.append(
+            Check(
+                "at head",
+                OK if at_head else FAIL,
+                shown if at_head else f"database at {shown}; {to_head(revisions)}",
+            )
         )
-    )
-    if not at_head:
+    if between:
+        checks.append(Check("models match", SKIP, "post-deploy revisions pending"))
+    elif not at_head:
         checks.append(Check("models match", SKIP, "database not at head"))
     else:
         checks.append(_models_match(settings))
@@ -117,6 +123,22 @@ def _models_match(settings: Settings) -> Check:
     except KubemigrateError as exc:
         return Check("models match", FAIL, exc.message)
     return Check("models match", OK, "no pending model changes")
+
+
+def _between_phases(settings: Settings, revisions: Graph, heads: tuple[str, ...]) -> str:
+    """With phases, where the database is when the pre-deploy revisions are applied and
+    post-deploy ones are pending (accepted between the phases of a release); else empty."""
+    from kubemigrate.migrations import phases
+
+    if not phases.enabled(settings):
+        return ""
+    try:
+        found = phases.split(revisions, heads)
+    except KubemigrateError:
+        return ""
+    if found.pre or not found.post:
+        return ""
+    return f"the pre-deploy target; post-deploy pending: {', '.join(found.post)}"
 
 
 def _ledger(settings: Settings, revisions: Graph) -> Check:

@@ -1,6 +1,6 @@
 """Deploying: apply the application's manifests (`kubectl apply -k`) and wait for each
 configured Deployment's rollout (`kubectl rollout status`). It refuses to run while the
-database is not at head.
+database is not at head (with phases: while a pre-deploy revision is pending).
 """
 
 from __future__ import annotations
@@ -13,15 +13,24 @@ from kubemigrate.settings.declared import Settings
 
 
 def require_head(settings: Settings) -> None:
-    """Fail unless the database is at the migrations' head."""
+    """Fail unless the database is at the migrations' head; with phases, unless no pre-deploy
+    revision is pending (the post-deploy ones run after the rollout)."""
+    from kubemigrate.migrations import phases
     from kubemigrate.migrations.commands import graph
-    from kubemigrate.migrations.recorder import not_at_head, to_head
+    from kubemigrate.migrations.recorder import current_heads, not_at_head, to_head
     from kubemigrate.postgres.connections import connect
     from kubemigrate.target.database import database
 
     revisions = graph(settings)
     with connect(database(settings)) as connection:
         gap = not_at_head(revisions, connection)
+        heads = current_heads(connection)
+    if gap and phases.enabled(settings):
+        pending = phases.split(revisions, heads).pre
+        if not pending:
+            return
+        gap = f"{gap}, with pre-deploy revisions pending ({', '.join(pending)})"
+        raise ClusterError(f"the database is {gap}; run `inv db.upgrade` first")
     if gap:
         raise ClusterError(
             f"the database is {gap}; {to_head(revisions)} first, or pass --skip-db-check"

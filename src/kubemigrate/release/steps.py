@@ -26,7 +26,7 @@ def require_safe_migrations(settings: Settings) -> None:
     ledger, or before pending migrations that squawk flags (once per environment and
     invocation). The plan printed is the one whose findings decide."""
     from kubemigrate.migrations.ledger_check import require_valid
-    from kubemigrate.review import build, render, squawk
+    from kubemigrate.review import build, phased, render, squawk
 
     if not settings.protected or settings.environment in journal.linted:
         return
@@ -35,7 +35,7 @@ def require_safe_migrations(settings: Settings) -> None:
     require_valid(settings, graph(settings), sys.stderr)
     result = build.plan(settings)
     print(render.as_text(result), file=sys.stderr)
-    unsafe = squawk.squawk_findings(result)
+    unsafe = squawk.squawk_findings(result) + phased.refused(result.revisions)
     for revision, finding in unsafe:
         print(f"lint: {render.lint_line(revision, finding)}", file=sys.stderr)
     if unsafe:
@@ -60,14 +60,77 @@ def backup(settings: Settings, *, output: str | None = None, migrating: bool = F
 
 
 def migrate(
-    settings: Settings, revision: str = "head", *, force: bool = False, requested: bool = False
+    settings: Settings,
+    revision: str | None = None,
+    *,
+    force: bool = False,
+    requested: bool = False,
+    post: bool = False,
 ) -> None:
-    """Upgrade the database to `revision`; `force` skips a protected environment's gate;
-    `requested` (--in-cluster), or KUBEMIGRATE_RUNNER=job, runs it as a Kubernetes Job."""
+    """Upgrade the database: to `revision`; without one, to head, or where the environment
+    has phases to its pre-deploy target (`post`: the post-deploy revisions after it). `force`
+    skips a protected environment's gate; `requested` (--in-cluster), or KUBEMIGRATE_RUNNER=job,
+    runs it as a Kubernetes Job."""
+    from kubemigrate.migrations import phases
+
     if not force:
         require_safe_migrations(settings)
-    change(settings, "upgrade", revision, requested=requested)
-    journal.record("upgrade", before=head_before(settings), environment=settings.environment)
+    phase = None
+    if revision is None and (post or phases.enabled(settings)):
+        phase = phases.POST if post else phases.PRE
+    change(settings, "upgrade", revision or "head", requested=requested, phase=phase)
+    step = "post-deploy upgrade" if post else "upgrade"
+    journal.record(step, before=head_before(settings), environment=settings.environment)
+
+
+def change(
+    settings: Settings,
+    command: str,
+    revision: str,
+    *,
+    requested: bool = False,
+    sql: bool = False,
+    phase: str | None = None,
+) -> None:
+    """Run Alembic's `command` (upgrade, downgrade, stamp) to `revision` (an upgrade with a
+    `phase`: to that phase's target): here, or as a Kubernetes Job when `requested`
+    (--in-cluster) or KUBEMIGRATE_RUNNER=job. `sql` prints the SQL instead, here."""
+    from kubemigrate.migrations import commands, phase_runs
+
+    if not sql and in_cluster(settings, requested):
+        run_in_cluster(settings, command, revision, phase)
+        return
+    if phase is not None:
+        phase_runs.upgrade(settings, phase)
+        return
+    alembic = {
+        "upgrade": commands.upgrade,
+        "downgrade": commands.downgrade,
+        "stamp": commands.stamp,
+    }
+    alembic[command](settings, revision, sql=sql)
+
+
+def in_cluster(settings: Settings, requested: bool) -> bool:
+    """Whether a change runs as a Kubernetes Job: --in-cluster, or KUBEMIGRATE_RUNNER=job."""
+    return requested or settings.runner == "job"
+
+
+def run_in_cluster(settings: Settings, command: str, revision: str, phase: str | None) -> None:
+    """`python -m kubemigrate COMMAND [--phase PHASE] REVISION` as a Job from the release's
+    image: each phase is a Job of its own."""
+    from kubemigrate.kubernetes import jobs
+    from kubemigrate.migrations import provenance
+
+    # The ledger's rows name who asked, from which commit and in which run, not the pod's user.
+    facts = provenance.collect(settings.environment, settings.project_dir)
+    phased = ["--phase", phase] if phase else []
+    jobs.run(
+        settings,
+        [command, *phased, "--", revision],
+        revision=_resolved(settings, revision),
+        values={provenance.FACTS_VARIABLE: facts.as_json()},
+    )
 
 
 def head_before(settings: Settings) -> str | None:
@@ -86,50 +149,6 @@ def head_before(settings: Settings) -> str | None:
             return ledger.heads_before_run(connection, table, provenance.RUN_ID)
     except KubemigrateError:
         return None
-
-
-def change(
-    settings: Settings,
-    command: str,
-    revision: str,
-    *,
-    requested: bool = False,
-    sql: bool = False,
-) -> None:
-    """Run Alembic's `command` (upgrade, downgrade, stamp) to `revision`: here, or as a
-    Kubernetes Job when `requested` (--in-cluster) or KUBEMIGRATE_RUNNER=job. `sql` prints the
-    SQL instead, here."""
-    from kubemigrate.migrations import commands
-
-    if not sql and in_cluster(settings, requested):
-        run_in_cluster(settings, command, revision)
-        return
-    alembic = {
-        "upgrade": commands.upgrade,
-        "downgrade": commands.downgrade,
-        "stamp": commands.stamp,
-    }
-    alembic[command](settings, revision, sql=sql)
-
-
-def in_cluster(settings: Settings, requested: bool) -> bool:
-    """Whether a change runs as a Kubernetes Job: --in-cluster, or KUBEMIGRATE_RUNNER=job."""
-    return requested or settings.runner == "job"
-
-
-def run_in_cluster(settings: Settings, command: str, revision: str) -> None:
-    """`python -m kubemigrate COMMAND REVISION` as a Job from the release's image."""
-    from kubemigrate.kubernetes import jobs
-    from kubemigrate.migrations import provenance
-
-    # The ledger's rows name who asked, from which commit and in which run, not the pod's user.
-    facts = provenance.collect(settings.environment, settings.project_dir)
-    jobs.run(
-        settings,
-        [command, "--", revision],
-        revision=_resolved(settings, revision),
-        values={provenance.FACTS_VARIABLE: facts.as_json()},
-    )
 
 
 def _resolved(settings: Settings, revision: str) -> str:
@@ -169,11 +188,17 @@ def deploy(settings: Settings, *, skip_db_check: bool = False) -> None:
 
 
 def release(settings: Settings) -> Path:
-    """The four steps in order, stopping at the first failure; the backup taken."""
+    """The steps in order, stopping at the first failure; the backup taken. With phases, the
+    post-deploy revisions run after the rollout, then verify again."""
+    from kubemigrate.migrations import phases
+
     path = backup(settings, migrating=True)
     migrate(settings)
     verify(settings)
     deploy(settings)
+    if phases.enabled(settings):
+        migrate(settings, post=True, force=True)  # the gate passed for the whole release
+        verify(settings)
     return path
 
 

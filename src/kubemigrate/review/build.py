@@ -26,7 +26,8 @@ within a version, none is removed or changes meaning):
                      "measured", "source": "squawk" | "kubemigrate"}],
        "tables": [{"name", "rows", "bytes"}], "downgrade": {"present", "loses_data"},
        "rehearsed": null | [{"statement", "locks": {TABLE: LOCK}, "rewrites": [TABLE],
-                             "measured"}]}]}
+                             "measured"}],
+       "phase": "pre" | "post", "adds": [TABLE | TABLE.COLUMN]}]}
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubemigrate.errors import KubemigrateError, MigrationError
-from kubemigrate.review import schema, squawk
-from kubemigrate.review.locks import classified, inferred, note, own_statements
+from kubemigrate.review import phased, schema, squawk
+from kubemigrate.review.locks import added, classified, inferred, note, own_statements
 from kubemigrate.review.model import Plan, RevisionPlan
 from kubemigrate.review.schema import Schema
 
@@ -65,7 +66,7 @@ def plan(
     `base` (a git ref), of the revisions the working tree adds to that ref's. `rehearse` (the
     rehearsal's `measure`, which the caller passes for `--rehearse`) runs them on a throwaway
     copy and measures their locks and rewrites."""
-    from kubemigrate.migrations import branches
+    from kubemigrate.migrations import branches, phases
     from kubemigrate.migrations.commands import check_verdict, graph
     from kubemigrate.migrations.config import layout
 
@@ -86,6 +87,7 @@ def plan(
         rehearsed = rehearse(settings, revisions, start, known, server_major)
     if known is not None:
         _sizes(settings, revisions)
+    phased.review(revisions, revisions_graph, known or (), enabled=phases.enabled(settings))
     check = "pending revisions: run it after the upgrade" if chain else "database not reachable"
     if known is not None and not chain:
         check = check_verdict(settings)
@@ -158,6 +160,7 @@ def _revision(
         sql=sql or "",
         online_only=sql is None,
         downgrade=_downgrade(graph.paths[revision]),
+        phase=graph.phase(revision),
     )
     if sql is None:
         result.findings.append(
@@ -167,6 +170,7 @@ def _revision(
         )
         return result
     statements = classified(own_statements(sql), known, server_major)
+    result.adds = added(statements)
     result.findings += inferred(statements)
     result.findings += squawk.findings(settings, statements, server_major)
     if not result.downgrade["present"]:

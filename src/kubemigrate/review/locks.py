@@ -91,6 +91,16 @@ def inferred(statements: list[Classified]) -> list[Finding]:
     return findings
 
 
+def added(statements: list[Classified]) -> list[str]:
+    """What the statements add that code could read: new tables, and tables given a column."""
+    found = []
+    for statement in statements:
+        if statement.creates:
+            found.append(statement.creates)
+        found += [f"{e.table} (a column)" for e in statement.effects if e.rule == "add-column"]
+    return list(dict.fromkeys(found))
+
+
 def note(rule: str, message: str, severity: str = "warning") -> Finding:
     """A finding about the revision as a whole, not about one of its statements."""
     return Finding(rule, severity, "", None, False, None, message)

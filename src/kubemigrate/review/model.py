@@ -60,6 +60,8 @@ class RevisionPlan:
     tables: list[dict[str, Any]] = field(default_factory=list)
     downgrade: dict[str, bool] = field(default_factory=dict)
     rehearsed: list[dict[str, Any]] | None = None  # per statement: locks, rewrites, measured
+    phase: str = "pre"  # when it runs in a release: "pre" (before the rollout) or "post"
+    adds: list[str] = field(default_factory=list)  # the tables and columns it adds
 
 
 @dataclass

@@ -65,7 +65,7 @@ def as_text(result: Plan) -> str:
         locks_line(result),
     ]
     for revision in result.revisions:
-        lines.append(f"\n{revision.revision}  {revision.message}")
+        lines.append(f"\n{revision.revision}  {revision.message}  ({revision.phase}-deploy)")
         down = revision.downgrade
         undo = "downgrade: " + (
             "none" if not down["present"] else "loses data" if down["loses_data"] else "yes"
@@ -83,8 +83,8 @@ def as_markdown(result: Plan, limit: int = COMMENT_LIMIT) -> str:
     summary = [
         f"### Database plan: {result.environment}, {len(result.revisions)} revision(s)",
         "",
-        "| revision | message | errors | warnings | downgrade |",
-        "| --- | --- | --- | --- | --- |",
+        "| revision | message | phase | errors | warnings | downgrade |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for revision in result.revisions:
         errors = sum(f.severity == "error" for f in revision.findings)
@@ -92,7 +92,8 @@ def as_markdown(result: Plan, limit: int = COMMENT_LIMIT) -> str:
         down = revision.downgrade
         undo = "none" if not down["present"] else "loses data" if down["loses_data"] else "yes"
         summary.append(
-            f"| `{revision.revision}` | {revision.message} | {errors} | {warnings} | {undo} |"
+            f"| `{revision.revision}` | {revision.message} | {revision.phase}-deploy | {errors} "
+            f"| {warnings} | {undo} |"
         )
     summary += ["", f"{_span(result)}; check: {result.check}", "", locks_line(result)]
     sections = []

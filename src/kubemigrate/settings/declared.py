@@ -274,6 +274,13 @@ class Settings:
         "true for environments like production: downgrade, stamp, restore and merge ask for "
         "confirmation (--yes in pipelines), and upgrade runs `db.validate` and `db.lint` first.",
     )
+    phases: bool | None = setting(
+        "KUBEMIGRATE_PHASES",
+        "",
+        kinds.Blank(kinds.flag),
+        "true: a release migrates in two phases, pre-deploy revisions before the rollout and "
+        'post-deploy ones (`phase = "post"`) after it; empty: as KUBEMIGRATE_PROTECTED.',
+    )
     ledger: bool = setting(
         "KUBEMIGRATE_LEDGER",
         "true",

@@ -17,6 +17,10 @@ from kubemigrate.settings.sources import load_settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 ENV_HELP = "Environment: reads .env.<ENV> (default: KUBEMIGRATE_ENV, else local)."
+IN_CLUSTER_HELP = (
+    "Run it in the cluster, as a Kubernetes Job from the release's image (as "
+    "KUBEMIGRATE_RUNNER=job does)."
+)
 
 
 def load(env: str | None) -> Settings:

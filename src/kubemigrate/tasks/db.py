@@ -12,6 +12,7 @@ from invoke import Context, task
 from kubemigrate.errors import MigrationError
 from kubemigrate.tasks.common import (
     ENV_HELP,
+    IN_CLUSTER_HELP,
     confirm_if_protected,
     load,
     reports_errors,
@@ -24,16 +25,18 @@ YES_HELP = "Do not ask for confirmation on a protected environment (for pipeline
 # -- migrations -----------------------------------------------------------------------------------
 
 
-IN_CLUSTER_HELP = (
-    "Run it in the cluster, as a Kubernetes Job from the release's image (as "
-    "KUBEMIGRATE_RUNNER=job does)."
+POST_HELP = (
+    'Apply the post-deploy revisions (phase = "post") pending after the pre-deploy ones: '
+    "run it once the rollout is done."
 )
 
 
 @task(
     aliases=["migrate"],
     help={
-        "revision": "Revision to upgrade to (default: head).",
+        "revision": "Revision to upgrade to (default: head; with phases, the last revision "
+        "before the first pending post-deploy one).",
+        "post": POST_HELP,
         "sql": SQL_HELP,
         "force": "On a protected environment, run migrations that db.lint flags.",
         "in_cluster": IN_CLUSTER_HELP,
@@ -43,21 +46,24 @@ IN_CLUSTER_HELP = (
 @reports_errors
 def upgrade(
     c: Context,
-    revision: str = "head",
+    revision: str | None = None,
+    post: bool = False,
     sql: bool = False,
     force: bool = False,
     in_cluster: bool = False,
     env: str | None = None,
 ) -> None:
-    """Upgrade the database to head (or to --revision)."""
+    """Upgrade the database to head (or to --revision; with phases, before the rollout)."""
     from kubemigrate.migrations import commands
     from kubemigrate.release import steps
 
     settings = load(env)
+    if post and revision is not None:
+        raise MigrationError("--post applies the post-deploy revisions: leave out --revision")
     if sql:
-        commands.upgrade(settings, revision, sql=True)
+        commands.upgrade(settings, revision or "head", sql=True)
     else:
-        steps.migrate(settings, revision, force=force, requested=in_cluster)
+        steps.migrate(settings, revision, force=force, requested=in_cluster, post=post)
 
 
 @task(
@@ -158,17 +164,24 @@ def show(c: Context, revision: str, env: str | None = None) -> None:
     help={
         "message": "What the migration does, e.g. 'add user.is_active'.",
         "no_autogenerate": "Write an empty migration instead of comparing models and database.",
+        "post": 'Mark it post-deploy (phase = "post"): in a release with phases it runs after '
+        "the rollout.",
         "env": ENV_HELP,
     }
 )
 @reports_errors
 def revision(
-    c: Context, message: str, no_autogenerate: bool = False, env: str | None = None
+    c: Context,
+    message: str,
+    no_autogenerate: bool = False,
+    post: bool = False,
+    env: str | None = None,
 ) -> None:
     """Write a migration from the model changes (database at head)."""
     from kubemigrate.migrations import commands
 
-    for path in commands.revision(load(env), message, autogenerate=not no_autogenerate):
+    written = commands.revision(load(env), message, autogenerate=not no_autogenerate, post=post)
+    for path in written:
         print(f"Review {path} before running `inv db.upgrade`.")
 
 
@@ -319,5 +332,17 @@ def plan(
 
 
 # The tasks of this module, in the order `inv --list` shows them under `db`.
-TASKS = (init, upgrade, downgrade, current, history, heads, show, revision, merge, stamp, check)
+TASKS = (
+    init,
+    upgrade,
+    downgrade,
+    current,
+    history,
+    heads,
+    show,
+    revision,
+    merge,
+    stamp,
+    check,
+)
 TASKS_REVIEW = (lint, plan)

@@ -7,6 +7,8 @@ from invoke import Context, task
 
 from kubemigrate.tasks.common import ENV_HELP, load, reports_errors
 
+AWAIT_TIMEOUT = 600.0  # what the replicas' init container waits for the schema, at most
+
 # -- migration Jobs -------------------------------------------------------------------------------
 
 
@@ -61,13 +63,21 @@ def job(
     name="job-manifest",
     help={
         "revision": "Revision to upgrade to (default: head).",
+        "hook": "helm or argo: the Job of each phase as a Helm or Argo CD hook (a fixed "
+        "name, deleted before its next creation).",
         "env": ENV_HELP,
     },
 )
 @reports_errors
-def job_manifest(c: Context, revision: str = "head", env: str | None = None) -> None:
+def job_manifest(
+    c: Context, revision: str = "head", hook: str | None = None, env: str | None = None
+) -> None:
     """Print the migration Job's YAML (for Helm or Argo CD hooks); needs no cluster."""
-    from kubemigrate.kubernetes.job_manifest import manifest, to_yaml
+    from kubemigrate.kubernetes import job_hooks
+    from kubemigrate.migrations import phases
 
     settings = load(env)
-    print(to_yaml(manifest(settings, ["upgrade", "--", revision], revision=revision)))
+    phased = phases.enabled(settings)
+    found = job_hooks.jobs(settings, revision, hook=hook, phased=phased)
+    container = job_hooks.await_container(settings, AWAIT_TIMEOUT)
+    print(job_hooks.documents(found, container), end="")

@@ -19,6 +19,8 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# When it runs in a release with phases: before the rollout (the default), or after it with
+# `phase = "post"` (drops and renames the old code still needs; `inv db.revision --post`).
 
 
 def upgrade() -> None:
