@@ -32,7 +32,7 @@ def measure(repetitions: int) -> list[Result]:
             "chain `db.backup db.upgrade db.verify` (k8s, one tunnel) vs the bare steps' sum",
             ours,
             bare,
-            "<= 1.3x",
+            "<= 0.70x",
         )
     ]
 

@@ -2,8 +2,9 @@
 image, its log streamed, Complete or Failed read from the Job and its pod) against the bare
 sequence a user would type, `kubectl apply -f job.yaml`, `kubectl wait --for=condition=Complete`
 and `kubectl logs`, for the same Job on the project's Kubernetes API test server (target: at most
-1.2x). Then how soon the task returns after the Job's container has ended (target: 0.5 s); the
-container writes the time it ended, as its last act.
+0.5x: with nothing pending, no Job is made). Then how soon the task returns after the Job's
+container has ended, for a Job with one trivial step to run (target: 0.5 s); the container
+writes the time it ended, as its last act.
 """
 
 import json
@@ -18,6 +19,7 @@ from bench.cluster import Cluster, cluster
 from bench.timing import Result, Scratch, alternate, command, scratch
 
 IMAGE = "ghcr.io/example/sample-app:bench"
+FIRST = "f2030d31309f"  # the repository's revision
 
 
 def measure(repetitions: int) -> list[Result]:
@@ -37,7 +39,7 @@ def measure(repetitions: int) -> list[Result]:
             "in-cluster no-op upgrade: `inv db.upgrade --in-cluster` vs kubectl apply, wait, logs",
             ours,
             bare,
-            "<= 1.2x",
+            "<= 0.5x",
         ),
         Result(
             "in-cluster: the task returns after the Job's container ended",
@@ -63,6 +65,10 @@ def _in_cluster(project: Scratch, stamp: Path) -> None:
         "  selector:\n    matchLabels: {app: web}\n  template:\n"
         "    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n"
         f"        - name: web\n          image: {IMAGE}\n          workingDir: {project.root}\n"
+    )
+    (project.root / "migrations" / "versions" / f"{TRIVIAL}.py").write_text(
+        f'revision = "{TRIVIAL}"\ndown_revision = "{FIRST}"\n\n\n'
+        "def upgrade() -> None:\n    pass\n\n\ndef downgrade() -> None:\n    pass\n"
     )
     ended = stamp.with_name("ended.sh")  # kubemigrate, then the time it ended
     ended.write_text(f'python -m kubemigrate "$@"; code=$?; date +%s.%N > {stamp}; exit $code\n')
@@ -114,8 +120,24 @@ def _bare(kube: Cluster, job: dict[str, Any]) -> Callable[[], float]:
     return run
 
 
+TRIVIAL = "b0b0b0b0b0b0"  # a step for the Job to run when one must run
+
+
+def _step_back(project: Scratch) -> None:
+    """The database one trivial step behind head, so that the next upgrade makes a Job."""
+    import psycopg2
+
+    connection = psycopg2.connect(project.dsn)
+    try:
+        with connection, connection.cursor() as cursor:
+            cursor.execute("UPDATE alembic_version SET version_num = %s", (FIRST,))
+    finally:
+        connection.close()
+
+
 def _returned_after(project: Scratch, kube: Cluster, stamp: Path) -> float:
     """Seconds between the Job's container ending and the task returning."""
+    _step_back(project)
     stamp.unlink(missing_ok=True)
     subprocess.run(
         project.inv("db.upgrade", "--env", "bench"),

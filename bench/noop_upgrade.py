@@ -1,5 +1,6 @@
 """2. A no-op upgrade (database at head): `inv db.upgrade` against `alembic upgrade head` on the
-same database (target: at most 1.2x)."""
+same database (target: at most 0.5x: the
+fast path reads the revision and the files, and starts no Alembic)."""
 
 from bench.timing import BIN, Result, alternate, command, scratch
 
@@ -13,5 +14,5 @@ def measure(repetitions: int) -> list[Result]:
             repetitions,
         )
     return [
-        Result("no-op upgrade: `inv db.upgrade` vs `alembic upgrade head`", ours, bare, "<= 1.2x")
+        Result("no-op upgrade: `inv db.upgrade` vs `alembic upgrade head`", ours, bare, "<= 0.5x")
     ]

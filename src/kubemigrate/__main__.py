@@ -79,13 +79,12 @@ def run(arguments: argparse.Namespace, settings: Settings) -> None:
         print("The database has what this image needs.", file=sys.stderr)
     elif arguments.command == "upgrade" and arguments.phase:
         phase_runs.upgrade(settings, arguments.phase)
+    elif arguments.command == "upgrade":
+        commands.upgrade(settings, arguments.revision)
+    elif arguments.command == "downgrade":
+        commands.downgrade(settings, arguments.revision)
     else:
-        run_command = {
-            "upgrade": commands.upgrade,
-            "downgrade": commands.downgrade,
-            "stamp": commands.stamp,
-        }[arguments.command]
-        run_command(settings, arguments.revision)
+        commands.stamp(settings, arguments.revision)
 
 
 if __name__ == "__main__":

@@ -174,9 +174,23 @@ def offline_sql(settings: Settings, spans: Sequence[str]) -> list[str | None]:
     return list(_run(settings, "render", {"spans": list(spans), "log": log}))
 
 
-def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> None:
-    """Upgrade to `revision`; with `sql`, print the SQL instead of running it."""
+def upgrade(settings: Settings, revision: str = "head", *, sql: bool = False) -> bool:
+    """Upgrade to `revision`; with `sql`, print the SQL instead of running it. A database
+    already there is said so in one line, before Alembic starts (`kubemigrate.migrations.noop`):
+    then False."""
+    if not sql and already_at(settings, revision):
+        return False
     _run(settings, "upgrade", {"revision": revision, "sql": sql}, changes=True)
+    return True
+
+
+def already_at(settings: Settings, revision: str) -> bool:
+    """Whether the database is at `revision` for sure (said in one line); see `noop`."""
+    from kubemigrate.migrations import noop
+
+    return noop.already_at(
+        settings, checked(layout(settings)), revision, lambda: database(settings)
+    )
 
 
 def upgrade_sql(settings: Settings, start: str | None, out: TextIO) -> None:

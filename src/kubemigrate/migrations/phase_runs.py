@@ -28,6 +28,18 @@ def of_database(settings: Settings) -> tuple[Graph, tuple[str, ...], Split]:
     return revisions, heads, split(revisions, heads)
 
 
+def nothing_to_apply(settings: Settings, phase: str) -> bool:
+    """Whether `phase` has nothing to apply; then say so, as `upgrade` does."""
+    _, _, found = of_database(settings)
+    if found.target(phase) is not None:
+        return False
+    print(f"No {phase}-deploy revision to apply.", file=sys.stderr)
+    said = found.said(phase)
+    if said:
+        print(f"Phases: {said}.", file=sys.stderr)
+    return True
+
+
 def upgrade(settings: Settings, phase: str) -> Split:
     """Apply the pending revisions of `phase` (pre: up to, not including, the first pending
     post-deploy one; post: the post-deploy ones after them); say on stderr what is left and

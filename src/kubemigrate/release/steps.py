@@ -25,12 +25,11 @@ def require_safe_migrations(settings: Settings) -> None:
     """On a protected environment, stop when an applied revision's file no longer matches the
     ledger, or before pending migrations that squawk flags (once per environment and
     invocation). The plan printed is the one whose findings decide."""
-    from kubemigrate.migrations.ledger_check import require_valid
-    from kubemigrate.review import build, phased, render, squawk
-
     if not settings.protected or settings.environment in journal.linted:
         return
     from kubemigrate.migrations.commands import graph
+    from kubemigrate.migrations.ledger_check import require_valid
+    from kubemigrate.review import build, phased, render, squawk
 
     require_valid(settings, graph(settings), sys.stderr)
     result = build.plan(settings)
@@ -78,9 +77,10 @@ def migrate(
     phase = None
     if revision is None and (post or phases.enabled(settings)):
         phase = phases.POST if post else phases.PRE
-    change(settings, "upgrade", revision or "head", requested=requested, phase=phase)
+    ran = change(settings, "upgrade", revision or "head", requested=requested, phase=phase)
     step = "post-deploy upgrade" if post else "upgrade"
-    journal.record(step, before=head_before(settings), environment=settings.environment)
+    before = head_before(settings) if ran else None
+    journal.record(step, before=before, environment=settings.environment)
 
 
 def change(
@@ -91,24 +91,42 @@ def change(
     requested: bool = False,
     sql: bool = False,
     phase: str | None = None,
-) -> None:
+) -> bool:
     """Run Alembic's `command` (upgrade, downgrade, stamp) to `revision` (an upgrade with a
     `phase`: to that phase's target): here, or as a Kubernetes Job when `requested`
-    (--in-cluster) or KUBEMIGRATE_RUNNER=job. `sql` prints the SQL instead, here."""
+    (--in-cluster) or KUBEMIGRATE_RUNNER=job. `sql` prints the SQL instead, here. False when an
+    upgrade found nothing to do before starting Alembic or a Job."""
     from kubemigrate.migrations import commands, phase_runs
 
     if not sql and in_cluster(settings, requested):
+        if command == "upgrade" and nothing_pending(settings, revision, phase):
+            return False
         run_in_cluster(settings, command, revision, phase)
-        return
+        return True
     if phase is not None:
-        phase_runs.upgrade(settings, phase)
-        return
-    alembic = {
-        "upgrade": commands.upgrade,
-        "downgrade": commands.downgrade,
-        "stamp": commands.stamp,
-    }
+        return phase_runs.upgrade(settings, phase).target(phase) is not None
+    if command == "upgrade":
+        return commands.upgrade(settings, revision, sql=sql)
+    alembic = {"downgrade": commands.downgrade, "stamp": commands.stamp}
     alembic[command](settings, revision, sql=sql)
+    return True
+
+
+def nothing_pending(settings: Settings, revision: str, phase: str | None) -> bool:
+    """Whether an upgrade has nothing to do, read through the tunnel before a Job is made (said
+    in one line); False when the environment does not reach the database that way (a target
+    other than k8s, port-forwarding or the Secret refused): the Job then decides."""
+    from kubemigrate.errors import KubemigrateError
+    from kubemigrate.migrations import commands, phase_runs
+
+    if settings.target != "k8s":
+        return False
+    try:
+        if phase is None:
+            return commands.already_at(settings, revision)
+        return phase_runs.nothing_to_apply(settings, phase)
+    except KubemigrateError:
+        return False
 
 
 def in_cluster(settings: Settings, requested: bool) -> bool:
