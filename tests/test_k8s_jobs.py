@@ -44,12 +44,21 @@ def release_manifests(project: Project) -> None:
 def incluster(k8s: Project, pg_server: Server) -> Project:
     """The k8s project, its environment `staging` running migrations as Jobs; the Job reaches
     the test's PostgreSQL directly on 127.0.0.1."""
+    return as_jobs(k8s, pg_server)
+
+
+def as_jobs(k8s: Project, pg_server: Server, **more: str) -> Project:
+    """`k8s` with the release's manifests and `staging` migrating as Jobs that reach the test's
+    PostgreSQL directly, plus the settings `more`."""
     release_manifests(k8s)
+    settings = {
+        "KUBEMIGRATE_RUNNER": "job",
+        "KUBEMIGRATE_JOB_DB_HOST": "127.0.0.1",
+        "KUBEMIGRATE_JOB_DB_PORT": str(pg_server.port),
+        **more,
+    }
     with (k8s.root / f".env.{NS}").open("a") as env:
-        env.write(
-            f"KUBEMIGRATE_RUNNER=job\nKUBEMIGRATE_JOB_DB_HOST=127.0.0.1\n"
-            f"KUBEMIGRATE_JOB_DB_PORT={pg_server.port}\n"
-        )
+        env.write("".join(f"{name}={value}\n" for name, value in settings.items()))
     return k8s
 
 

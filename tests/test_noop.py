@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import NS, Project, Server
 from tests.kubeapi.api import KubeAPIServer
+from tests.test_k8s_jobs import as_jobs
 from tests.test_ledger import ledger
 from tests.test_user_project_migrations import staging
 from tests.userproject import HEAD, UserProject
@@ -120,16 +121,8 @@ def test_a_projects_own_env_py_in_export_mode(
 
 
 @pytest.fixture
-def jobs(k8s: Project, pg_server: Server) -> Project:
-    from tests.test_k8s_jobs import release_manifests
-
-    release_manifests(k8s)
-    with (k8s.root / f".env.{NS}").open("a") as env:
-        env.write(
-            f"KUBEMIGRATE_RUNNER=job\nKUBEMIGRATE_JOB_DB_HOST=127.0.0.1\n"
-            f"KUBEMIGRATE_JOB_DB_PORT={pg_server.port}\n"
-        )
-    return k8s
+def incluster(k8s: Project, pg_server: Server) -> Project:
+    return as_jobs(k8s, pg_server)
 
 
 def posted_jobs(kube: KubeAPIServer) -> int:
@@ -141,22 +134,22 @@ def posted_jobs(kube: KubeAPIServer) -> int:
 
 
 def test_in_the_cluster_nothing_pending_makes_no_job(
-    jobs: Project, kube: KubeAPIServer, database: str
+    incluster: Project, kube: KubeAPIServer, database: str
 ) -> None:
-    assert jobs.inv("db.upgrade", "--env", NS).code == 0  # pending: a Job, as today
+    assert incluster.inv("db.upgrade", "--env", NS).code == 0  # pending: a Job, as today
     assert posted_jobs(kube) == 1
-    again = jobs.inv("db.upgrade", "--env", NS)
+    again = incluster.inv("db.upgrade", "--env", NS)
     assert again.code == 0, again.output
     assert SAID.format(database=database) in again.stderr
     assert posted_jobs(kube) == 1
 
 
 def test_in_the_cluster_without_port_forwarding_the_job_decides(
-    jobs: Project, kube: KubeAPIServer, pg_server: Server, database: str
+    incluster: Project, kube: KubeAPIServer, pg_server: Server, database: str
 ) -> None:
-    assert jobs.inv("db.upgrade", "--env", NS).code == 0
+    assert incluster.inv("db.upgrade", "--env", NS).code == 0
     kube.forbid("get", "secrets", NS)  # the tunnel's credentials: not for this user
-    again = jobs.inv("db.upgrade", "--env", NS)
+    again = incluster.inv("db.upgrade", "--env", NS)
     assert again.code == 0, again.output
     assert posted_jobs(kube) == 2
     assert "Migration Job kubemigrate-staging-" in again.stderr

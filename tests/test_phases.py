@@ -17,7 +17,7 @@ from kubemigrate.migrations.phases import Split, awaited, split
 from kubemigrate.migrations.revisions import Graph
 from tests.conftest import NS, Project, Server, run
 from tests.kubeapi.api import KubeAPIServer
-from tests.test_k8s_jobs import kubectl, release_manifests, version
+from tests.test_k8s_jobs import as_jobs, kubectl, version
 
 pytestmark = pytest.mark.e2e
 
@@ -217,13 +217,7 @@ def test_await_gives_up_with_one_line(project: Project) -> None:
 def phased_cluster(k8s: Project, pg_server: Server) -> Project:
     """The k8s project, `staging` with phases and its migrations as Jobs that reach the test's
     PostgreSQL directly."""
-    release_manifests(k8s)
-    with (k8s.root / f".env.{NS}").open("a") as env:
-        env.write(
-            f"KUBEMIGRATE_PHASES=true\nKUBEMIGRATE_RUNNER=job\nKUBEMIGRATE_JOB_DB_HOST=127.0.0.1\n"
-            f"KUBEMIGRATE_JOB_DB_PORT={pg_server.port}\nKUBEMIGRATE_DEPLOYMENTS=web\n"
-        )
-    return k8s
+    return as_jobs(k8s, pg_server, KUBEMIGRATE_PHASES="true", KUBEMIGRATE_DEPLOYMENTS="web")
 
 
 def two_phase_revisions(project: Project) -> None:

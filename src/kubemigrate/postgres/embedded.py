@@ -199,7 +199,7 @@ class EmbeddedPostgres:
         itself, so no lock file is left in a project. Where that directory cannot be made,
         an existing data directory is used without the lock: nothing is created there."""
         try:
-            create_ignored(self.data_dir.parent)
+            create_ignored(self.data_dir.parent, private=True)
             handle = os.open(self.data_dir.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
             if not self.initialized:

@@ -134,7 +134,7 @@ def timestamp() -> str:
 def write_sidecar(dump: Path, record: Backup) -> None:
     """The `.json` beside `dump`, written whole or not at all (OSError on failure)."""
     text = json.dumps(asdict(record), indent=2) + "\n"
-    write_atomically(dump.with_suffix(".json"), text.encode())
+    write_atomically(dump.with_suffix(".json"), text.encode(), private=True)
 
 
 def retain(directory: Path, database_name: str, keep: int) -> list[Path]:
@@ -195,6 +195,42 @@ def verify_file(path: Path) -> Backup:
             "corrupt or was changed; it will not be restored"
         )
     return record
+
+
+def shared(dump: Path) -> str:
+    """What other accounts may do with a backup (its dump or its sidecar): "readable by
+    others", "writable by others", or empty when it is its owner's alone."""
+    from kubemigrate.files import others_may
+
+    readable = writable = False
+    for path in (dump, dump.with_suffix(".json")):
+        try:
+            can_read, can_write = others_may(path)
+        except OSError:
+            continue
+        readable, writable = readable or can_read, writable or can_write
+    if writable:
+        return "writable by others"
+    return "readable by others" if readable else ""
+
+
+def require_unshared(dump: Path) -> None:
+    """Refuse a backup (dump or sidecar) that other accounts may write: it could have been
+    swapped; a `BackupError` saying why and what to do."""
+    from kubemigrate.files import others_may
+
+    for path in (dump, dump.with_suffix(".json")):
+        try:
+            writable = others_may(path)[1]
+        except OSError:
+            continue
+        if writable:
+            mode = oct(path.stat().st_mode & 0o777)[2:]
+            raise BackupError(
+                f"{shown(path)} can be written by other accounts (mode {mode}): someone could "
+                f"have swapped it; check where it came from, make it yours alone with `chmod "
+                f"600 {dump} {dump.with_suffix('.json')}`, or pass --force"
+            )
 
 
 def dump_major(record: Backup) -> int:

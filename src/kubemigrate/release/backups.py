@@ -35,6 +35,7 @@ from kubemigrate.files import (
     cannot_write,
     create_ignored,
     partial,
+    private_file,
     remove,
     sync,
 )
@@ -45,6 +46,7 @@ from kubemigrate.postgres.locking import migration_lock
 from kubemigrate.release.backup_files import (
     Backup,
     dump_major,
+    require_unshared,
     retain,
     safe_name,
     timestamp,
@@ -142,7 +144,7 @@ def _dump(
     stamp = timestamp()
     final = directory / f"{safe_name(db.name)}_{stamp}_{known.revision}.dump"
     try:
-        create_ignored(directory)
+        create_ignored(directory, private=True)
     except OSError as exc:
         raise BackupError(cannot_write("the backup", final, exc)) from None
     print(
@@ -156,7 +158,7 @@ def _dump(
     meter = Progress(enabled=show_progress() if progress is None else progress)
     temporary = partial(final)
     try:
-        with temporary.open("wb") as out:
+        with private_file(temporary) as out:
 
             def sink(chunk: bytes) -> None:  # in sh's output thread; an error stops pg_dump
                 out.write(chunk)
@@ -239,7 +241,10 @@ def _check_archive(where: Client, path: Path) -> None:
 def restore(
     settings: Settings, path: Path, *, confirm: Callable[[str], bool], force: bool = False
 ) -> str:
-    """Replace the database's contents with backup `path`; the revision afterwards."""
+    """Replace the database's contents with backup `path`; the revision afterwards. A backup
+    other accounts may write is refused unless `force`."""
+    if not force and path.is_file():
+        require_unshared(path)
     record = verify_file(path)
     db = database(settings)
     if record.database != db.name and not force:

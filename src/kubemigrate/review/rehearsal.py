@@ -271,6 +271,7 @@ def _restore_schema(
     restored into the copy `name`; the target's revision recorded in the copy's
     alembic_version."""
     from kubemigrate.errors import BackupError
+    from kubemigrate.files import private_file
     from kubemigrate.postgres.clients import Client, client
     from kubemigrate.postgres.urls import parse_url
     from kubemigrate.target.database import database
@@ -280,7 +281,7 @@ def _restore_schema(
     with tempfile.TemporaryDirectory(prefix="kubemigrate-rehearsal-") as scratch:
         dump = Path(scratch) / "schema.dump"
         try:
-            with dump.open("wb") as out:
+            with private_file(dump) as out:
 
                 def sink(chunk: bytes) -> None:
                     out.write(chunk)

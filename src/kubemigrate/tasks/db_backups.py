@@ -4,6 +4,7 @@ The modules doing the work are imported by the task that runs, not when invoke l
 collection, so `inv --list` and completion stay fast.
 """
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,7 +52,8 @@ def _migrates_later(settings: Settings) -> bool:
     help={
         "file": "The .dump file to restore (its .json sidecar must sit beside it).",
         "yes": "Do not ask for confirmation (for pipelines).",
-        "force": "Restore a backup of a database with another name.",
+        "force": "Restore a backup of a database with another name, or one that other "
+        "accounts could have written.",
         "env": ENV_HELP,
     }
 )
@@ -81,10 +83,24 @@ def list_backups(c: Context, output: str | None = None, env: str | None = None) 
         print(f"No backups in {directory}.", file=sys.stderr)
         return
     print(f"{'FILE':<60} {'REVISION':<14} {'SIZE':>10} {'AGE':>8}")
+    exposed = []
     for record in reversed(found):
+        shared = backup_files.shared(record.path(directory))
+        if shared:
+            exposed.append(record.path(directory))
         print(
             f"{record.file:<60} {record.revision:<14} "
             f"{units.size(record.size):>10} {backup_files.age(record):>8}"
+            + (f"  ({shared})" if shared else "")
+        )
+    if exposed:
+        files = " ".join(
+            f"{shlex.quote(str(p))} {shlex.quote(str(p.with_suffix('.json')))}" for p in exposed
+        )
+        print(
+            f"{len(exposed)} backup(s) can be read by other accounts on this machine; make them "
+            f"yours alone: chmod 600 {files}",
+            file=sys.stderr,
         )
 
 
