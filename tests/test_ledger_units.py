@@ -155,3 +155,35 @@ def test_rows_as_json_are_plain(tmp_path: Path) -> None:
     shown = json.loads(ledger_views.as_json(found, graph))
     assert shown["rows"][0]["result"] == "ok" and shown["rows"][0]["heads_after"] == ["a"]
     assert ledger_views.duration(1200) == "1.2 s" and ledger_views.duration(17) == "17 ms"
+
+
+def test_the_commit_and_author_are_read_from_gits_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(tmp_path), *argv], capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    for name in ("GIT_AUTHOR_EMAIL", "GIT_AUTHOR_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    assert provenance._commit(tmp_path) is None  # no checkout
+    git("init", "-q", "-b", "main")
+    git("config", "user.email", "dev@example.com")
+    git("config", "user.name", "Dev")
+    assert provenance._commit(tmp_path) is None  # no commit yet
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f").write_text("x")
+    git("add", "-A")
+    git("commit", "-q", "-m", "one")
+    assert provenance._commit(tmp_path / "sub") == git("rev-parse", "HEAD")
+    git("pack-refs", "--all")
+    assert provenance._commit(tmp_path) == git("rev-parse", "HEAD")
+    git("checkout", "-q", "--detach")
+    assert provenance._commit(tmp_path) == git("rev-parse", "HEAD")
+    assert provenance._git_author(tmp_path) == "dev@example.com"
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "ci@example.com")
+    assert provenance._git_author(tmp_path) == "ci@example.com"
