@@ -7,23 +7,11 @@ import subprocess
 import time
 from datetime import datetime
 
+from bench.scaling import TRIVIAL
 from bench.timing import PYTHON, Result, Scratch, scratch
 
-SLOW = """revision = "{rev}"
-down_revision = {down!r}
-branch_labels = None
-depends_on = None
-
-from alembic import op
-
-
-def upgrade() -> None:
-    op.execute("SELECT pg_sleep(1)")
-
-
-def downgrade() -> None:
-    pass
-"""
+# A revision whose upgrade takes a second: the scaling bench's trivial one, slowed.
+SLOW = TRIVIAL.replace('op.execute("SELECT 1")', 'op.execute("SELECT pg_sleep(1)")', 1)
 
 
 def measure(repetitions: int) -> list[Result]:
