@@ -264,25 +264,18 @@ PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
 
 def _rows(connection: Any, sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The rows of `sql` (parameters written `:name`) on a SQLAlchemy connection or a bare
-    psycopg2 one."""
+    psycopg2 one (none for a statement that returns none)."""
     import psycopg2.extensions
 
     if isinstance(connection, psycopg2.extensions.connection):
         with connection.cursor() as cursor:
             cursor.execute(PARAMETER.sub(r"%(\1)s", sql), parameters)
-            return [tuple(row) for row in cursor.fetchall()]
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
     from sqlalchemy import text
 
-    return [tuple(row) for row in connection.execute(text(sql), parameters)]
+    result = connection.execute(text(sql), parameters)
+    return [tuple(row) for row in result] if result.returns_rows else []
 
 
 def _execute(connection: Any, sql: str, parameters: dict[str, Any]) -> None:
-    import psycopg2.extensions
-
-    if isinstance(connection, psycopg2.extensions.connection):
-        with connection.cursor() as cursor:
-            cursor.execute(PARAMETER.sub(r"%(\1)s", sql), parameters)
-        return
-    from sqlalchemy import text
-
-    connection.execute(text(sql), parameters)
+    _rows(connection, sql, parameters)

@@ -33,11 +33,18 @@ def nothing_to_apply(settings: Settings, phase: str) -> bool:
     _, _, found = of_database(settings)
     if found.target(phase) is not None:
         return False
-    print(f"No {phase}-deploy revision to apply.", file=sys.stderr)
+    _say(found, phase, applied=False)
+    return True
+
+
+def _say(found: Split, phase: str, *, applied: bool) -> None:
+    """On stderr: that the phase had nothing to apply (unless it `applied`), and what is
+    left for later."""
+    if not applied:
+        print(f"No {phase}-deploy revision to apply.", file=sys.stderr)
     said = found.said(phase)
     if said:
         print(f"Phases: {said}.", file=sys.stderr)
-    return True
 
 
 def upgrade(settings: Settings, phase: str) -> Split:
@@ -57,13 +64,9 @@ def upgrade(settings: Settings, phase: str) -> Split:
                 "db.upgrade` before the rollout, then `inv db.upgrade --post` after it"
             )
         target = None  # those belong to the next release's first phase
-    if target is None:
-        print(f"No {phase}-deploy revision to apply.", file=sys.stderr)
-    else:
+    if target is not None:
         upgrade_to(settings, target)
-    said = found.said(phase)
-    if said:
-        print(f"Phases: {said}.", file=sys.stderr)
+    _say(found, phase, applied=target is not None)
     return found
 
 
